@@ -1,0 +1,33 @@
+# make demo: set up .venv and run the phantom demo.  make test: set up .venv (with test extras) and run the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+EXTRAS ?= dev
+
+.PHONY: install demo test lint bench clean
+
+$(VENV)/.installed-$(EXTRAS): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+install: $(VENV)/.installed-$(EXTRAS)
+
+demo: EXTRAS = dev
+demo: install
+	$(VENV)/bin/medanomaly demo --out demo-output
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests
+
+bench: install
+	$(VENV)/bin/medanomaly bench --help
+
+clean:
+	rm -rf demo-output .pytest_cache

@@ -1,0 +1,1 @@
+"""Command-line interface: ``medanomaly <command>``; one module per subcommand."""

@@ -1,0 +1,55 @@
+"""``medanomaly evaluate DATA --model MODEL_DIR``: metrics of a model on a labelled split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from medanomaly.data.loading import describe_failures
+from medanomaly.evaluation.evaluate import evaluate_model, write_report
+from medanomaly.model import Model
+
+_SHOWN = ("auroc", "auprc", "accuracy", "balanced_accuracy", "precision", "sensitivity", "specificity", "f1")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the subcommand."""
+    parser = subparsers.add_parser("evaluate", help="evaluate a model on a labelled data set")
+    parser.add_argument("data", help="data folder or manifest CSV with labels")
+    parser.add_argument("--model", required=True, help="model directory")
+    parser.add_argument("--split", default="test", help="split to evaluate (default test; ignored without splits)")
+    parser.add_argument("--normal-label", default=None)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--out", default=None, help="write metrics.json, scores.csv, ROC and confusion PNGs here")
+    parser.add_argument("--device", default="auto")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the metrics."""
+    model = Model.load(args.model, device=args.device)
+    result = evaluate_model(model, args.data, split=args.split, normal_label=args.normal_label, progress=not args.json)
+    written = write_report(result, args.out) if args.out else {}
+    metrics = result.metrics
+    if args.json:
+        payload = {**metrics, "failures": [f.to_dict() for f in result.failures]}
+        payload["report_files"] = {key: str(path) for key, path in written.items()}
+        print(json.dumps(payload, indent=2))
+        return 0
+    low, high = metrics["auroc_ci95"] or (float("nan"), float("nan"))
+    print(f"{metrics['method']} v{metrics['model_version']} on {metrics['n_normal']} normal + "
+          f"{metrics['n_abnormal']} abnormal studies ({args.split})")
+    print(f"AUROC {_fmt(metrics['auroc'])} (95% CI {low:.3f}-{high:.3f})")
+    for key in _SHOWN[1:]:
+        print(f"{key:18s} {_fmt(metrics[key])}")
+    print(f"threshold          {metrics['threshold']:.6g}")
+    print(f"confusion [[TN, FP], [FN, TP]] = {metrics['confusion_matrix']}")
+    if written:
+        print(f"report written to {args.out}")
+    if result.failures:
+        print(describe_failures(result.failures))
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -1,0 +1,88 @@
+"""Argument groups shared by several subcommands, and their conversion to config objects."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from medanomaly.model import Postprocessing
+from medanomaly.training import TrainConfig
+from medanomaly.transforms import Preprocessing
+
+
+def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
+    """--resolution, --channels, --normalize, --window, --equalize."""
+    group = parser.add_argument_group("preprocessing")
+    group.add_argument("--resolution", type=int, default=128, help="model input side in pixels (default 128)")
+    group.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1 grey (default) or 3 colour")
+    group.add_argument("--normalize", default="auto", choices=("auto", "window", "percentile", "minmax", "none"))
+    group.add_argument("--window", default=None, help="CT window: lung, mediastinum, abdomen, brain, bone, dicom, C,W")
+    group.add_argument("--equalize", default="none", choices=("none", "hist", "clahe"))
+
+
+def preprocessing_from(args: argparse.Namespace) -> Preprocessing:
+    """Preprocessing from the parsed arguments."""
+    return Preprocessing(
+        resolution=args.resolution,
+        channels=args.channels,
+        normalize=args.normalize,
+        window=args.window,
+        equalize=args.equalize,
+    )
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """--epochs, --max-minutes, --batch-size, --device, --patience, --checkpoint-dir, --seed."""
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, default=50, help="maximum epochs (default 50)")
+    group.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; training always ends by it")
+    group.add_argument("--batch-size", type=int, default=32)
+    group.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs (0 disables)")
+    group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N, mps")
+    group.add_argument("--checkpoint-dir", default=None, help="write last.pt here each epoch and resume from it")
+    group.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and shuffling")
+    group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def train_config_from(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from the parsed arguments."""
+    return TrainConfig(
+        max_epochs=args.epochs,
+        max_minutes=args.max_minutes,
+        batch_size=args.batch_size,
+        patience=args.patience or None,
+        device=args.device,
+        checkpoint_dir=args.checkpoint_dir,
+        progress=not args.no_progress,
+    )
+
+
+def add_postprocessing_arguments(parser: argparse.ArgumentParser) -> None:
+    """--median-size, --score-from, --slice-aggregation."""
+    group = parser.add_argument_group("anomaly map and score")
+    group.add_argument("--median-size", type=int, default=5, help="median filter size of the map (1 disables)")
+    group.add_argument("--score-from", default="detector", choices=("detector", "map_topk"))
+    group.add_argument("--slice-aggregation", default="topk", choices=("topk", "max", "mean"))
+
+
+def postprocessing_from(args: argparse.Namespace) -> Postprocessing:
+    """Postprocessing from the parsed arguments."""
+    return Postprocessing(
+        median_size=args.median_size, score_from=args.score_from, slice_aggregation=args.slice_aggregation
+    )
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``--param key=value`` pairs; values parsed as JSON when they can be (numbers, lists, booleans)."""
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            msg = f"--param expects key=value, got {item!r}"
+            raise ValueError(msg)
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    return params

@@ -1,0 +1,75 @@
+"""``medanomaly score PATH... --model MODEL_DIR``: score images, DICOM files/series and NIfTI volumes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from medanomaly.cli.overlays import write_overlays
+from medanomaly.data.loading import describe_failures
+from medanomaly.io import find_studies
+from medanomaly.model import Model
+from medanomaly.pipeline import StudyResult, score_paths
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the subcommand."""
+    parser = subparsers.add_parser("score", help="score studies with a trained model")
+    parser.add_argument("paths", nargs="+", help="image files, DICOM files or series folders, NIfTI files, folders")
+    parser.add_argument("--model", required=True, help="model directory written by 'medanomaly train'")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    parser.add_argument("--maps", default=None, metavar="OUT_DIR", help="write heat-map overlays (PNG) here")
+    parser.add_argument("--device", default="auto")
+    parser.set_defaults(run=run)
+
+
+def expand_paths(paths: list[str]) -> list[Path]:
+    """Files and series folders as given; a folder that is not one series expands into the studies inside it."""
+    expanded: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            inside = find_studies(path)
+            expanded += inside if inside and inside != [path] else [path]
+        else:
+            expanded.append(path)
+    return expanded
+
+
+def format_line(result: StudyResult, kind: str) -> str:
+    """One human line: ``name  ABNORMAL  score 0.0412 > threshold 0.0305`` or ``name  CLASS: 99.89%``."""
+    name = Path(result.path).name
+    if kind == "classification":
+        confidence = result.score if result.abnormal else 1.0 - result.score
+        return f"{name}  {result.label}: {100 * confidence:.2f}%"
+    relation = ">" if result.abnormal else "<="
+    line = f"{name}  {result.label}  score {result.score:.4g} {relation} threshold {result.threshold:.4g}"
+    if len(result.slice_scores) > 1:
+        line += f"  ({len(result.slice_scores)} slices, most anomalous #{int(result.slice_scores.argmax())})"
+    if result.findings:
+        line += f"  {len(result.findings)} finding{'s' if len(result.findings) > 1 else ''}"
+    return line
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score every path; bad ones are skipped and listed at the end (exit 1 if any failed)."""
+    model = Model.load(args.model, device=args.device)
+    model.info["path"] = str(args.model)
+    results, failures = score_paths(model, expand_paths(args.paths), progress=not args.json)
+    if args.maps:
+        for result in results:
+            write_overlays(result, Path(args.maps))
+    if args.json:
+        payload = {
+            "model": {"method": model.method, "version": model.version, "path": str(args.model)},
+            "results": [result.summary() for result in results],
+            "failures": [failure.to_dict() for failure in failures],
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        for result in results:
+            print(format_line(result, model.detector.kind))
+        if failures:
+            print(describe_failures(failures))
+    return 1 if failures else 0

@@ -1,0 +1,67 @@
+"""``medanomaly train DATA --method NAME --out MODEL_DIR``: fit, calibrate and save a model."""
+
+from __future__ import annotations
+
+import argparse
+
+from medanomaly.cli.options import (
+    add_postprocessing_arguments,
+    add_preprocessing_arguments,
+    add_training_arguments,
+    parse_params,
+    postprocessing_from,
+    preprocessing_from,
+    train_config_from,
+)
+from medanomaly.data.loading import describe_failures
+from medanomaly.fitting import FitOptions, train_model
+from medanomaly.registry import available
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the subcommand."""
+    parser = subparsers.add_parser("train", help="train a detector on a data set and save the model directory")
+    parser.add_argument("data", help="data folder (<split>/<label>/ or <label>/) or manifest CSV")
+    parser.add_argument("--method", default="conv_ae", help=f"detector name: {', '.join(available())}")
+    parser.add_argument("--normal-label", default=None, help="label of healthy images (default: a label 'normal')")
+    parser.add_argument("--out", required=True, help="model directory to write")
+    parser.add_argument("--param", action="append", metavar="KEY=VALUE", help="detector hyper-parameter (repeatable)")
+    parser.add_argument("--calibrate", default=None, help="percentile:95 (default), youden, f1, sensitivity:T, ...")
+    parser.add_argument("--mixed", default=None, help="folder of unlabelled images (methods that learn from a mix)")
+    parser.add_argument("--mixed-from-train", type=float, default=None, help="fraction of train normals mixed in")
+    add_preprocessing_arguments(parser)
+    add_postprocessing_arguments(parser)
+    add_training_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and print a short summary."""
+    options = FitOptions(
+        params=parse_params(args.param),
+        preprocessing=preprocessing_from(args),
+        postprocessing=postprocessing_from(args),
+        train=train_config_from(args),
+        calibration=args.calibrate,
+        mixed_dir=args.mixed,
+        mixed_from_train=args.mixed_from_train,
+        random_state=args.seed,
+        progress=not args.no_progress,
+    )
+    report = train_model(args.data, args.method, args.out, options, normal_label=args.normal_label)
+    model, plan = report.model, report.plan
+    history = getattr(model.detector, "history_", None) or {}
+    history = history.to_dict() if hasattr(history, "to_dict") else history
+    print(f"trained {model.method} on {len(plan.normal)} normal", end="")
+    print(f" + {len(plan.abnormal)} abnormal" if plan.abnormal else "", end="")
+    print(f" + {len(plan.mixed)} mixed" if plan.mixed else "", end="")
+    print(f" images in {report.seconds:.1f} s ({history.get('stopped_because', 'done')})")
+    threshold = model.threshold
+    print(
+        f"threshold {threshold.value:.6g} ({threshold.method} {threshold.params}) "
+        f"from {len(plan.calibration_normal)} held-out normal studies"
+    )
+    print(f"saved {args.out}")
+    if report.failures:
+        print(describe_failures(report.failures))
+    return 0

@@ -1,0 +1,143 @@
+"""The one interface every method implements (sklearn's contract, adapted to images).
+
+A detector is fitted on preprocessed tensors, scores tensors, and exposes its fitted state as a ``state_dict``
+plus a JSON-able ``fitted_config`` so :class:`medanomaly.model.Model` can save it without pickles.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar, Self
+
+import torch
+from torch import Tensor, nn
+
+from medanomaly.errors import NotFittedError
+from medanomaly.types import Prediction
+
+
+class BaseDetector:
+    """Base class of all detectors.
+
+    Subclasses set ``needs`` (which training sets ``fit`` uses: ``normal``, ``mixed``, ``abnormal``), store only
+    keyword hyper-parameters in ``__init__``, and implement ``fit`` and ``_score_batch``. Fitted attributes end in
+    ``_``; fitted tensors live in ``nn.Module`` buffers/parameters collected by :meth:`state_dict`.
+    """
+
+    name: ClassVar[str] = ""
+    needs: ClassVar[frozenset[str]] = frozenset({"normal"})
+    #: "anomaly" for one-class detectors, "classification" for supervised ones that print a class + confidence.
+    kind: ClassVar[str] = "anomaly"
+
+    # --- hyper-parameters -------------------------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """The ``__init__`` keyword arguments and their current values."""
+        signature = inspect.signature(type(self).__init__)
+        return {name: getattr(self, name) for name in signature.parameters if name != "self"}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{key}={value!r}" for key, value in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+    # --- fitting and scoring ----------------------------------------------------------------------------------
+    def fit(
+        self, normal: Tensor, *, mixed: Tensor | None = None, abnormal: Tensor | None = None, **kwargs: Any
+    ) -> Self:
+        """Fit on preprocessed images.
+
+        Args:
+            normal: (N, C, H, W) float32 in [0, 1], healthy images.
+            mixed: (M, C, H, W) unlabelled images (normal and abnormal together), for methods that need them.
+            abnormal: (K, C, H, W) labelled abnormal images, for supervised methods.
+            **kwargs: Method-specific options, e.g. ``trainer`` for torch methods.
+        """
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def score(self, images: Tensor, batch_size: int = 64) -> Prediction:
+        """Score images without changing the detector.
+
+        Args:
+            images: (N, C, H, W) float32 in [0, 1].
+            batch_size: Images per forward pass.
+
+        Returns:
+            Prediction with (N,) scores (higher = more anomalous) and (N, H, W) maps.
+        """
+        self.check_is_fitted()
+        self._check_input(images)
+        parts = [self._score_batch(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
+        return _concatenate(parts)
+
+    def _score_batch(self, images: Tensor) -> Prediction:
+        raise NotImplementedError
+
+    def _check_input(self, images: Tensor) -> None:
+        expected = getattr(self, "input_shape_", None)
+        if images.ndim != 4:
+            msg = f"{self.name}: expected images of shape (N, C, H, W), got {tuple(images.shape)}"
+            raise ValueError(msg)
+        if expected is not None and tuple(images.shape[1:]) != tuple(expected):
+            msg = f"{self.name}: fitted on inputs {tuple(expected)}, got {tuple(images.shape[1:])}"
+            raise ValueError(msg)
+
+    def is_fitted(self) -> bool:
+        """True once ``fit`` (or loading) has set the fitted state."""
+        return getattr(self, "input_shape_", None) is not None
+
+    def check_is_fitted(self) -> None:
+        """Raise :class:`NotFittedError` unless fitted."""
+        if not self.is_fitted():
+            msg = f"this {type(self).__name__} is not fitted yet: call fit() or load a trained model first"
+            raise NotFittedError(msg)
+
+    # --- persistence ------------------------------------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        """The torch modules holding fitted tensors (networks, buffers); empty for non-torch methods."""
+        return {}
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """All fitted tensors, keyed ``"<module>.<tensor>"``."""
+        return {
+            f"{prefix}.{key}": value.detach().cpu()
+            for prefix, module in self.modules().items()
+            for key, value in module.state_dict().items()
+        }
+
+    def fitted_config(self) -> dict[str, Any]:
+        """JSON-able fitted state needed to rebuild the modules before loading weights."""
+        return {"input_shape": list(self.input_shape_)}
+
+    def restore(self, fitted: dict[str, Any], state: dict[str, Tensor]) -> Self:
+        """Rebuild from :meth:`fitted_config` and :meth:`state_dict` output (the inverse of saving)."""
+        self.input_shape_ = tuple(fitted["input_shape"])
+        self._build(self.input_shape_, fitted)
+        for prefix, module in self.modules().items():
+            own = {key[len(prefix) + 1 :]: value for key, value in state.items() if key.startswith(prefix + ".")}
+            module.load_state_dict(own, strict=True)
+            module.eval()
+        return self
+
+    def _build(self, input_shape: tuple[int, ...], fitted: dict[str, Any]) -> None:
+        """Create the (unfitted) modules for inputs of ``input_shape`` = (C, H, W)."""
+
+    def to(self, device: torch.device | str) -> Self:
+        """Move every module to ``device``."""
+        for module in self.modules().values():
+            module.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the first parameter or buffer (CPU when there is none)."""
+        for module in self.modules().values():
+            for tensor in list(module.parameters()) + list(module.buffers()):
+                return tensor.device
+        return torch.device("cpu")
+
+
+def _concatenate(parts: list[Prediction]) -> Prediction:
+    scores = torch.cat([part.scores.cpu() for part in parts])
+    maps = None if parts[0].anomaly_maps is None else torch.cat([part.anomaly_maps.cpu() for part in parts])
+    extras = {key: torch.cat([part.extras[key].cpu() for part in parts]) for key in parts[0].extras}
+    return Prediction(scores=scores, anomaly_maps=maps, extras=extras)

@@ -1,0 +1,124 @@
+"""The part of the detector contract that the shared :class:`~medanomaly.training.Trainer` drives."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Self
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, TensorDataset, random_split
+
+from medanomaly.detectors.base import BaseDetector
+from medanomaly.training.engine import Trainer
+
+
+class TorchDetector(BaseDetector):
+    """A detector trained by gradient steps.
+
+    Subclasses implement ``_build`` (create modules for an input shape), ``configure_optimizers``,
+    ``training_step`` and ``validation_loss`` (or override ``validation_metric``), and ``_score_batch``.
+    With ``automatic_optimization`` the trainer back-propagates ``training_step``'s ``"loss"`` through the single
+    optimiser; GANs set it to False and step their own optimisers inside ``training_step``.
+    """
+
+    automatic_optimization: ClassVar[bool] = True
+    monitor: ClassVar[str] = "val_loss"
+    monitor_mode: ClassVar[str] = "min"
+    random_state: int | None = 0
+
+    def fit(
+        self,
+        normal: Tensor,
+        *,
+        mixed: Tensor | None = None,
+        abnormal: Tensor | None = None,
+        trainer: Trainer | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        """Build the networks for ``normal``'s shape and train them with ``trainer`` (default settings if None)."""
+        trainer = trainer or Trainer()
+        self._validate_training_data(normal, mixed, abnormal)
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(self.random_state or 0))
+            self.input_shape_ = tuple(int(size) for size in normal.shape[1:])
+            self._build(self.input_shape_, {})
+            train_set, val_set = self.make_datasets(normal, mixed, abnormal, trainer.config.val_fraction)
+            self.history_ = trainer.fit(self, train_set, val_set)
+        self.to("cpu" if trainer.device.type == "cpu" else trainer.device)
+        return self
+
+    def _validate_training_data(self, normal: Tensor, mixed: Tensor | None, abnormal: Tensor | None) -> None:
+        given = {"normal": normal, "mixed": mixed, "abnormal": abnormal}
+        for name in self.needs:
+            data = given[name]
+            if data is None or len(data) == 0:
+                msg = f"{self.name} needs {name} training images, none were given"
+                raise ValueError(msg)
+            if data.ndim != 4:
+                msg = f"{self.name}: {name} images must be (N, C, H, W), got {tuple(data.shape)}"
+                raise ValueError(msg)
+
+    def make_datasets(
+        self, normal: Tensor, mixed: Tensor | None, abnormal: Tensor | None, val_fraction: float
+    ) -> tuple[Dataset, Dataset | None]:
+        """Training and validation sets; by default normals only, a seeded random hold-out for validation."""
+        return split_dataset(TensorDataset(normal), val_fraction, int(self.random_state or 0))
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Named optimisers (one for automatic optimisation)."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Tensor | float]:
+        """One step on a batch; returns named losses (``"loss"`` is back-propagated when automatic)."""
+        raise NotImplementedError
+
+    def validation_loss(self, batch: Any) -> Tensor:
+        """(B,) or scalar validation loss of a batch (lower is better)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def validation_metric(self, val_set: Dataset) -> float:
+        """Mean validation loss over ``val_set`` (override for other metrics, e.g. a pseudo-AUC)."""
+        for module in self.modules().values():
+            module.eval()
+        total, count = 0.0, 0
+        for batch in DataLoader(val_set, batch_size=64):
+            batch = [item.to(self.device) for item in batch]
+            loss = self.validation_loss(batch)
+            total += float(loss.sum()) if loss.ndim else float(loss) * len(batch[0])
+            count += len(batch[0])
+        return total / max(count, 1)
+
+    def training_state(self) -> dict[str, dict[str, Tensor]]:
+        """Module weights as nested state dicts (what checkpoints and best-epoch snapshots keep)."""
+        return {name: module.state_dict() for name, module in self.modules().items()}
+
+    def load_training_state(self, state: dict[str, dict[str, Tensor]]) -> None:
+        """Inverse of :meth:`training_state`."""
+        for name, module in self.modules().items():
+            module.load_state_dict(state[name])
+
+    def fitted_config(self) -> dict[str, Any]:
+        """Input shape plus the training history."""
+        config = super().fitted_config()
+        history = getattr(self, "history_", None)
+        if history is not None:
+            config["history"] = history.to_dict() if hasattr(history, "to_dict") else history
+        return config
+
+    def restore(self, fitted: dict[str, Any], state: dict[str, Tensor]) -> Self:
+        """Rebuild, load weights and keep the saved history."""
+        super().restore(fitted, state)
+        self.history_ = fitted.get("history")
+        return self
+
+
+def split_dataset(dataset: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
+    """Seeded random split into (train, validation); no validation when the fraction or the set is too small."""
+    n_val = int(round(len(dataset) * val_fraction))
+    if n_val < 1 or len(dataset) - n_val < 1:
+        return dataset, None
+    generator = torch.Generator().manual_seed(seed)
+    train, val = random_split(dataset, [len(dataset) - n_val, n_val], generator=generator)
+    return train, val

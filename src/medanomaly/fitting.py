@@ -1,0 +1,202 @@
+"""Training a model from a data set folder: index, split, load, fit, calibrate, save.
+
+The same function serves ``medanomaly train``, the benchmark and the service's retraining.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medanomaly.data.datasets import DatasetIndex, Sample, fingerprint, load_index
+from medanomaly.data.loading import Failure, LoadedImages, load_images
+from medanomaly.io import find_studies
+from medanomaly.model import Model, Postprocessing
+from medanomaly.registry import create
+from medanomaly.thresholds import calibrate, parse_calibration
+from medanomaly.training import TrainConfig, Trainer
+from medanomaly.transforms import Preprocessing
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingPlan:
+    """Which samples play which role in training.
+
+    Attributes:
+        normal: Healthy training samples (set B for translation methods).
+        calibration_normal: Held-out healthy samples for the threshold.
+        calibration_abnormal: Held-out labelled abnormal samples for the threshold (may be empty).
+        abnormal: Labelled abnormal training samples (supervised methods).
+        mixed: Unlabelled samples (set A for translation methods); their labels are never read.
+    """
+
+    normal: list[Sample]
+    calibration_normal: list[Sample]
+    calibration_abnormal: list[Sample] = field(default_factory=list)
+    abnormal: list[Sample] = field(default_factory=list)
+    mixed: list[Sample] = field(default_factory=list)
+
+
+@dataclass
+class FitOptions:
+    """Options of :func:`train_model` beyond method and data.
+
+    Attributes:
+        params: Detector hyper-parameters.
+        preprocessing: How images are prepared.
+        postprocessing: Map filtering, score aggregation.
+        train: Training-loop settings.
+        calibration: Threshold rule, e.g. ``percentile:95``, ``youden``, ``specificity:0.95``; None = the method's
+            default (percentile:95 for anomaly detectors, fixed:0.5 for classifiers).
+        calibration_fraction: Share of train normals held out for calibration when the data has no ``val`` split.
+        mixed_dir: Folder of unlabelled images forming the mixed set.
+        mixed_from_train: Fraction of train normals moved into the mixed set, with all train abnormals.
+        random_state: Seed of the splits and of the detector.
+        progress: Show progress bars.
+    """
+
+    params: dict[str, Any] = field(default_factory=dict)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    postprocessing: Postprocessing = field(default_factory=Postprocessing)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    calibration: str | None = None
+    calibration_fraction: float = 0.1
+    mixed_dir: str | None = None
+    mixed_from_train: float | None = None
+    random_state: int = 0
+    progress: bool = True
+
+
+def plan_training(index: DatasetIndex, needs: frozenset[str], options: FitOptions) -> TrainingPlan:
+    """Split the data set into training and calibration roles, seeded and deterministic."""
+    rng = np.random.default_rng(options.random_state)
+    train = index.select(split="train") if "train" in index.splits else list(index.samples)
+    normal = [s for s in train if index.is_normal(s)]
+    abnormal = [s for s in train if not index.is_normal(s)]
+    has_val = any(split in index.splits for split in ("val", "validation"))
+    calibration_abnormal = index.select(split="val", normal=False) if has_val else []
+    if has_val:
+        calibration_normal = index.select(split="val", normal=True)
+    else:
+        normal, calibration_normal = _hold_out(normal, options.calibration_fraction, rng)
+        if "abnormal" in needs:
+            abnormal, calibration_abnormal = _hold_out(abnormal, options.calibration_fraction, rng)
+    mixed: list[Sample] = []
+    if options.mixed_dir:
+        mixed = [Sample(path, "unlabelled") for path in find_studies(Path(options.mixed_dir))]
+    elif options.mixed_from_train is not None:
+        normal, moved = _hold_out(normal, options.mixed_from_train, rng)
+        mixed = [Sample(s.path, "unlabelled", s.split) for s in moved + abnormal]
+    return TrainingPlan(normal, calibration_normal, calibration_abnormal, abnormal, mixed)
+
+
+def _hold_out(samples: list[Sample], fraction: float, rng: np.random.Generator) -> tuple[list[Sample], list[Sample]]:
+    n_out = int(round(len(samples) * fraction))
+    if n_out == 0 or n_out >= len(samples):
+        return samples, []
+    chosen = set(rng.choice(len(samples), size=n_out, replace=False).tolist())
+    kept = [s for i, s in enumerate(samples) if i not in chosen]
+    return kept, [s for i, s in enumerate(samples) if i in chosen]
+
+
+@dataclass
+class TrainingReport:
+    """What training did, for the CLI to print."""
+
+    model: Model
+    plan: TrainingPlan
+    failures: list[Failure]
+    seconds: float
+
+
+def train_model(
+    data: str | Path,
+    method: str,
+    out: str | Path | None,
+    options: FitOptions | None = None,
+    normal_label: str | None = None,
+) -> TrainingReport:
+    """Train, calibrate and (if ``out``) save a model on a data set folder or manifest."""
+    options = options or FitOptions()
+    started = time.monotonic()
+    index = load_index(data, normal_label)
+    detector = create(method, **{"random_state": options.random_state, **options.params})
+    plan = plan_training(index, detector.needs, options)
+    _check_plan(plan, detector.needs, index)
+    load = _loader(options)
+    normal, abnormal, mixed = load(plan.normal, "normal"), load(plan.abnormal, "abnormal"), load(plan.mixed, "mixed")
+    detector.fit(
+        normal.images,
+        abnormal=abnormal.images if "abnormal" in detector.needs else None,
+        mixed=mixed.images if "mixed" in detector.needs else None,
+        trainer=Trainer(options.train),
+    )
+    model = Model(detector, options.preprocessing, options.postprocessing, info=_info(index, plan, options))
+    cal_normal, cal_abnormal = load(plan.calibration_normal, "calibration"), load(plan.calibration_abnormal, "calibration abnormal")
+    model = calibrate_model(model, cal_normal if len(cal_normal.images) else normal, cal_abnormal, options.calibration)
+    model.info["train_seconds"] = round(time.monotonic() - started, 2)
+    if out is not None:
+        model.info["path"] = str(out)
+        model.save(out)
+    failures = [f for loaded in (normal, abnormal, mixed, cal_normal, cal_abnormal) for f in loaded.failures]
+    return TrainingReport(model, plan, failures, time.monotonic() - started)
+
+
+def _loader(options: FitOptions):  # noqa: ANN202
+    def load(samples: list[Sample], what: str) -> LoadedImages:
+        return load_images(samples, options.preprocessing, progress=options.progress, desc=f"load {what}")
+
+    return load
+
+
+def _check_plan(plan: TrainingPlan, needs: frozenset[str], index: DatasetIndex) -> None:
+    if not plan.normal:
+        msg = f"{index.root}: no training images with the normal label {index.normal_label!r}"
+        raise ValueError(msg)
+    if "abnormal" in needs and not plan.abnormal:
+        msg = f"{index.root}: this method needs labelled abnormal training images, found none"
+        raise ValueError(msg)
+    if "mixed" in needs and not plan.mixed:
+        msg = "this method needs a mixed unlabelled set: pass --mixed DIR or --mixed-from-train FRACTION"
+        raise ValueError(msg)
+
+
+def calibrate_model(
+    model: Model, normal: LoadedImages, abnormal: LoadedImages | None = None, spec: str | None = None
+) -> Model:
+    """Set the image threshold (and the finding threshold) from held-out studies; returns the same model."""
+    if spec is None:
+        spec = "fixed:0.5" if model.detector.kind == "classification" else "percentile:95"
+    kwargs = parse_calibration(spec)
+    normal_scored = model.score_images(normal.images, normal.owners)
+    abnormal_scores = None
+    if abnormal is not None and len(abnormal.images):
+        abnormal_scores = np.array([s.score for s in model.score_images(abnormal.images, abnormal.owners)])
+    model.threshold = calibrate(np.array([s.score for s in normal_scored]), abnormal_scores, **kwargs)
+    maxima = [float(s.anomaly_maps.max()) for s in normal_scored if s.anomaly_maps is not None]
+    if maxima:
+        region = float(np.percentile(maxima, 95))
+        model.postprocessing = replace(model.postprocessing, region_threshold=region)
+    model.info["calibration"] = {"spec": spec, "n_normal": len(normal_scored), "region_percentile": 95}
+    return model
+
+
+def _info(index: DatasetIndex, plan: TrainingPlan, options: FitOptions) -> dict[str, Any]:
+    used = plan.normal + plan.abnormal + plan.mixed
+    return {
+        "data": str(index.root),
+        "normal_label": index.normal_label,
+        "class_names": index.class_names(),
+        "fingerprint": fingerprint(used),
+        "n_train_normal": len(plan.normal),
+        "n_train_abnormal": len(plan.abnormal),
+        "n_train_mixed": len(plan.mixed),
+        "train_config": options.train.to_dict(),
+    }

@@ -1,0 +1,142 @@
+"""The one path a study travels at scoring time: read -> preprocess -> detector -> post-process -> decision.
+
+The CLI, the benchmark and the web service all call :func:`score_study` / :func:`score_paths`, so a score is the
+same number whichever door it came through.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from medanomaly.data.loading import Failure
+from medanomaly.errors import InputError
+from medanomaly.io import read_study
+from medanomaly.mapping import Finding, find_regions
+from medanomaly.model import Model
+from medanomaly.transforms import Geometry
+from medanomaly.types import Study
+
+logger = logging.getLogger(__name__)
+_META_KEYS = ("kind", "modality", "spacing", "patient_id", "study_uid", "series_uid", "window")
+
+
+@dataclass
+class StudyResult:
+    """Everything known about one scored study.
+
+    Attributes:
+        path: Where the study came from.
+        score: Anomaly score (higher = more abnormal); for a classifier, the probability of the abnormal class.
+        abnormal: The decision against the model's threshold.
+        label: Display label: ``NORMAL``/``ABNORMAL`` (anomaly detectors) or the class name (classifiers).
+        threshold: The threshold used.
+        slice_scores: (S,) per-slice scores.
+        findings: Regions of the thresholded map, most anomalous first.
+        anomaly_maps: (S, R, R) filtered maps in model space.
+        images: (S, C, R, R) the preprocessed input slices in [0, 1].
+        geometry: Maps model space back to the original slice grid.
+        extras: Per-slice extra outputs (``reconstruction``, ``mask``, ...).
+        meta: Identifiers and acquisition facts of the study.
+        model: ``{"method", "version", "path"}`` of the model that scored it.
+        seconds: Wall time of reading + scoring.
+    """
+
+    path: str
+    score: float
+    abnormal: bool
+    label: str
+    threshold: float
+    slice_scores: np.ndarray
+    findings: list[Finding]
+    anomaly_maps: np.ndarray | None
+    images: np.ndarray
+    geometry: Geometry
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able result without the arrays."""
+        return {
+            "path": self.path,
+            "label": self.label,
+            "abnormal": self.abnormal,
+            "score": self.score,
+            "threshold": self.threshold,
+            "n_slices": int(len(self.slice_scores)),
+            "slice_scores": [float(s) for s in self.slice_scores],
+            "findings": [finding.to_dict() for finding in self.findings],
+            "meta": self.meta,
+            "model": self.model,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+def score_study(model: Model, study: Study) -> StudyResult:
+    """Score one study already read from disk."""
+    started = time.perf_counter()
+    images, geometry = model.preprocessing.apply(study)
+    with torch.inference_mode():
+        scored = model.score_images(torch.from_numpy(images), np.zeros(len(images), dtype=np.int64))[0]
+    abnormal = model.decide(scored.score)
+    return StudyResult(
+        path=str(study.meta.get("path", "")),
+        score=scored.score,
+        abnormal=abnormal,
+        label=_label(model, abnormal),
+        threshold=float(model.threshold.value) if model.threshold else float("nan"),
+        slice_scores=scored.slice_scores,
+        findings=_findings(model, scored.anomaly_maps, study, geometry),
+        anomaly_maps=scored.anomaly_maps,
+        images=images,
+        geometry=geometry,
+        extras=scored.extras,
+        meta={key: study.meta[key] for key in _META_KEYS if study.meta.get(key) is not None},
+        model={"method": model.method, "version": model.version, "path": model.info.get("path", "")},
+        seconds=time.perf_counter() - started,
+    )
+
+
+def score_path(model: Model, path: str | Path) -> StudyResult:
+    """Read and score one file or series folder."""
+    return score_study(model, read_study(path, color=model.preprocessing.channels == 3))
+
+
+def score_paths(
+    model: Model, paths: list[str | Path], *, progress: bool = True
+) -> tuple[list[StudyResult], list[Failure]]:
+    """Score several studies; a bad one is skipped and reported, the rest go on."""
+    results, failures = [], []
+    for path in tqdm(paths, desc="score", disable=not progress or len(paths) < 2, unit="study"):
+        try:
+            results.append(score_path(model, path))
+        except (InputError, ValueError) as error:
+            logger.warning("skipped %s", error)
+            failures.append(Failure(str(path), str(error)))
+    return results, failures
+
+
+def _label(model: Model, abnormal: bool) -> str:
+    if model.detector.kind == "classification":
+        names = model.class_names
+        return names[1] if abnormal else names[0]
+    return "ABNORMAL" if abnormal else "NORMAL"
+
+
+def _findings(model: Model, maps: np.ndarray | None, study: Study, geometry: Geometry) -> list[Finding]:
+    post = model.postprocessing
+    if maps is None or post.region_threshold is None:
+        return []
+    spacing = study.meta.get("spacing")
+    scale = geometry.original_shape[0] / geometry.resized_shape[0]
+    model_spacing = (spacing[0] * scale, spacing[1] * scale) if spacing else None
+    return find_regions(maps, post.region_threshold, min_area=post.min_region_area, spacing=model_spacing)

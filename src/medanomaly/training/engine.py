@@ -1,0 +1,197 @@
+"""One training loop for every torch method: epochs, device, seeding, validation, early stopping, checkpoints,
+resuming, a progress bar and a wall-clock budget (anomalib's Engine / PyOD's template method, much smaller)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from medanomaly.training.device import select_device
+
+if TYPE_CHECKING:
+    from medanomaly.detectors.torch_base import TorchDetector
+
+logger = logging.getLogger(__name__)
+_CHECKPOINT = "last.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of the training loop (not of a method).
+
+    Attributes:
+        max_epochs: Upper bound on epochs.
+        max_minutes: Wall-clock budget; training stops at the end of the batch that crosses it. None = no limit.
+        batch_size: Images per step.
+        val_fraction: Fraction of the training images held out for validation / early stopping.
+        patience: Epochs without improvement of the validation metric before stopping; None disables.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
+        checkpoint_dir: Where ``last.pt`` is written after each epoch; None = no checkpoints.
+        resume: Continue from ``checkpoint_dir/last.pt`` when it exists.
+        progress: Show a progress bar.
+    """
+
+    max_epochs: int = 50
+    max_minutes: float | None = None
+    batch_size: int = 32
+    val_fraction: float = 0.1
+    patience: int | None = 8
+    device: str = "auto"
+    checkpoint_dir: str | None = None
+    resume: bool = True
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+@dataclass
+class TrainingHistory:
+    """What happened during training, saved with the model."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_metric: float = math.nan
+    monitor: str = "val_loss"
+    stopped_because: str = ""
+    seconds: float = 0.0
+    resumed_from_epoch: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+class Trainer:
+    """Runs a :class:`TorchDetector`'s steps over its data until done, out of patience or out of time."""
+
+    def __init__(self, config: TrainConfig | None = None) -> None:
+        self.config = config or TrainConfig()
+        self.device = select_device(self.config.device)
+
+    def fit(self, detector: TorchDetector, train_set: Dataset, val_set: Dataset | None) -> TrainingHistory:
+        """Train ``detector`` (whose modules are already built) and leave it with its best weights, in eval mode."""
+        config = self.config
+        detector.to(self.device)
+        optimizers = detector.configure_optimizers()
+        generator = torch.Generator().manual_seed(int(detector.random_state or 0))
+        drop_last = len(train_set) > config.batch_size
+        loader = DataLoader(train_set, config.batch_size, shuffle=True, drop_last=drop_last, generator=generator)
+        history, start_epoch, best_state = TrainingHistory(monitor=detector.monitor), 0, None
+        checkpoint = Path(config.checkpoint_dir) / _CHECKPOINT if config.checkpoint_dir else None
+        if checkpoint is not None and config.resume and checkpoint.exists():
+            start_epoch, best_state = self._resume(checkpoint, detector, optimizers, history, generator)
+        started = time.monotonic() - history.seconds
+        budget = config.max_minutes * 60.0 if config.max_minutes else math.inf
+        epochs = tqdm(
+            range(start_epoch, config.max_epochs), desc=f"train {detector.name}", disable=not config.progress, unit="epoch"
+        )
+        for epoch in epochs:
+            out_of_time = self._run_epoch(detector, loader, optimizers, epoch, started, budget, history)
+            metric = detector.validation_metric(val_set) if val_set is not None else history.epochs[-1]["loss"]
+            history.epochs[-1][detector.monitor] = metric
+            improved = _improved(metric, history.best_metric, detector.monitor_mode)
+            if improved:
+                history.best_metric, history.best_epoch = metric, epoch
+                best_state = copy.deepcopy(detector.training_state())
+            history.seconds = time.monotonic() - started
+            epochs.set_postfix({k: f"{v:.4g}" for k, v in history.epochs[-1].items() if k != "epoch"})
+            logger.info("epoch %d: %s", epoch, history.epochs[-1])
+            if checkpoint is not None:
+                self._save(checkpoint, detector, optimizers, history, best_state, generator)
+            if out_of_time:
+                history.stopped_because = f"time budget of {config.max_minutes} min reached"
+                break
+            if config.patience is not None and epoch - history.best_epoch >= config.patience:
+                history.stopped_because = f"no improvement of {detector.monitor} for {config.patience} epochs"
+                break
+        else:
+            history.stopped_because = history.stopped_because or f"max_epochs={config.max_epochs} reached"
+        if best_state is not None:
+            detector.load_training_state(best_state)
+        for module in detector.modules().values():
+            module.eval()
+        history.seconds = time.monotonic() - started
+        return history
+
+    def _run_epoch(self, detector, loader, optimizers, epoch, started, budget, history) -> bool:  # noqa: ANN001
+        for module in detector.modules().values():
+            module.train()
+        sums: dict[str, float] = {}
+        n_batches, out_of_time = 0, False
+        bar = tqdm(loader, f"epoch {epoch}", leave=False, disable=not self.config.progress, unit="batch", mininterval=2)
+        for batch in bar:
+            batch = _to_device(batch, self.device)
+            logs = detector.training_step(batch, optimizers)
+            if detector.automatic_optimization:
+                _optimise(next(iter(optimizers.values())), logs["loss"])
+            for key, value in logs.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach() if isinstance(value, torch.Tensor) else value)
+            n_batches += 1
+            if time.monotonic() - started > budget:
+                out_of_time = True
+                break
+        history.epochs.append({"epoch": epoch, **{key: value / max(n_batches, 1) for key, value in sums.items()}})
+        return out_of_time
+
+    def _save(self, path: Path, detector, optimizers, history, best_state, generator) -> None:  # noqa: ANN001
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "state": detector.training_state(),
+            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+            "history": history.to_dict(),
+            "best_state": best_state,
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)
+
+    def _resume(self, path: Path, detector, optimizers, history, generator) -> tuple[int, Any]:  # noqa: ANN001
+        payload = torch.load(path, map_location=self.device, weights_only=True)
+        detector.load_training_state(payload["state"])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(payload["optimizers"][name])
+        for key, value in payload["history"].items():
+            setattr(history, key, value)
+        generator.set_state(payload["generator"])
+        torch.set_rng_state(payload["torch_rng"])
+        next_epoch = history.epochs[-1]["epoch"] + 1 if history.epochs else 0
+        history.resumed_from_epoch = int(next_epoch)
+        logger.info("resumed from %s at epoch %d", path, next_epoch)
+        return int(next_epoch), payload["best_state"]
+
+
+def _optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def _improved(metric: float, best: float, mode: str) -> bool:
+    if math.isnan(metric):
+        return False
+    if math.isnan(best):
+        return True
+    return metric < best if mode == "min" else metric > best
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(item, device) for item in batch)
+    if isinstance(batch, dict):
+        return {key: _to_device(value, device) for key, value in batch.items()}
+    return batch

@@ -1,0 +1,49 @@
+"""Shared synthetic fixtures: phantom tensors, a phantom data set on disk, a small trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medanomaly.data.synthetic import make_phantom_set, write_phantom_dataset
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def phantom_train() -> torch.Tensor:
+    """(300, 1, 32, 32) normal phantoms."""
+    images, _, _ = make_phantom_set(300, 0, size=32, seed=0)
+    return torch.from_numpy(images)
+
+
+@pytest.fixture(scope="session")
+def phantom_test() -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """30 normal then 30 lesion phantoms (32 px): images, labels, masks."""
+    images, labels, masks = make_phantom_set(30, 30, size=32, seed=1)
+    return torch.from_numpy(images), labels, masks
+
+
+@pytest.fixture(scope="session")
+def phantom_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small ``<split>/<label>/`` PNG data set on disk (NORMAL / LESION, 32 px)."""
+    root = tmp_path_factory.mktemp("phantoms")
+    return write_phantom_dataset(root, n_train=120, n_test_normal=12, n_test_abnormal=12, size=32, seed=3)
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A conv_ae model directory trained briefly on ``phantom_dataset`` through the CLI."""
+    from medanomaly.cli.main import main
+
+    out = tmp_path_factory.mktemp("model") / "conv_ae"
+    argv = [
+        "train", str(phantom_dataset), "--method", "conv_ae", "--out", str(out), "--resolution", "32",
+        "--epochs", "6", "--batch-size", "16", "--no-progress",
+        "--param", "depth=3", "--param", "width=8", "--param", "latent_dim=16",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    return out

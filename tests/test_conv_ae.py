@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from medanomaly.detectors.conv_ae import ConvAutoencoder, ConvAutoencoderNet
+from medanomaly.errors import NotFittedError
+from medanomaly.mapping import filter_map
+from medanomaly.model import Model, Postprocessing
+from medanomaly.registry import available, create
+from medanomaly.training import TrainConfig, Trainer
+from medanomaly.transforms import Preprocessing
+
+
+@pytest.fixture(scope="module")
+def fitted(phantom_train: torch.Tensor) -> ConvAutoencoder:
+    detector = create("conv_ae", depth=3, width=16, latent_dim=64)
+    return detector.fit(phantom_train, trainer=Trainer(TrainConfig(max_epochs=40, batch_size=32, progress=False)))
+
+
+def test_registered() -> None:
+    assert "conv_ae" in available()
+    assert isinstance(create("conv_ae"), ConvAutoencoder)
+
+
+def test_network_shapes() -> None:
+    net = ConvAutoencoderNet(in_channels=3, resolution=64, depth=4, width=8, latent_dim=10)
+    images = torch.rand(2, 3, 64, 64)
+    assert net(images).shape == images.shape
+    assert net.encode(images).shape == (2, 10)
+    with pytest.raises(ValueError, match="divisible"):
+        ConvAutoencoderNet(1, 60, depth=3)
+
+
+def test_ranks_planted_lesions_above_normals(fitted, phantom_test) -> None:
+    images, labels, masks = phantom_test
+    prediction = fitted.score(images)
+    assert roc_auc_score(labels, prediction.scores.numpy()) > 0.8  # plain MAE: lesions are ~1.5 % of the image
+    model = Model(fitted, Preprocessing(resolution=32), Postprocessing(score_from="map_topk", median_size=3))
+    filtered_scores = [study.score for study in model.score_images(images)]
+    assert roc_auc_score(labels, filtered_scores) > 0.9
+    maps = prediction.anomaly_maps.numpy()
+    assert maps.shape == (len(images), 32, 32)
+    peaks_inside = [
+        masks[i].ravel()[filter_map(maps[i], 3).argmax()] > 0 for i in np.flatnonzero(labels == 1)
+    ]
+    assert np.mean(peaks_inside) >= 0.8
+
+
+def test_mae_score_is_the_mean_of_the_map(fitted, phantom_test) -> None:
+    prediction = fitted.score(phantom_test[0][:4])
+    expected = prediction.anomaly_maps.flatten(1).mean(1)
+    torch.testing.assert_close(prediction.scores, expected)
+
+
+def test_score_is_deterministic_and_does_not_mutate(fitted, phantom_test) -> None:
+    images = phantom_test[0][:8]
+    before = {k: v.clone() for k, v in fitted.state_dict().items()}
+    first, second = fitted.score(images), fitted.score(images)
+    torch.testing.assert_close(first.scores, second.scores)
+    for key, value in fitted.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+
+
+def test_save_load_gives_identical_scores(fitted, phantom_test, tmp_path) -> None:
+    images = phantom_test[0]
+    model = Model(fitted, Preprocessing(resolution=32))
+    model.save(tmp_path / "m")
+    loaded = Model.load(tmp_path / "m", device="cpu")
+    assert loaded.detector.get_params() == fitted.get_params()
+    torch.testing.assert_close(loaded.detector.score(images).scores, fitted.score(images).scores)
+
+
+def test_score_before_fit_fails_clearly() -> None:
+    with pytest.raises(NotFittedError, match="not fitted"):
+        create("conv_ae").score(torch.rand(1, 1, 32, 32))
+
+
+def test_wrong_input_shape_is_rejected(fitted) -> None:
+    with pytest.raises(ValueError, match="fitted on inputs"):
+        fitted.score(torch.rand(1, 1, 64, 64))
+
+
+def test_same_seed_same_model(phantom_train) -> None:
+    config = TrainConfig(max_epochs=2, batch_size=32, progress=False)
+    runs = [create("conv_ae", depth=2, width=4, latent_dim=8, random_state=7) for _ in range(2)]
+    for run in runs:
+        run.fit(phantom_train[:64], trainer=Trainer(config))
+    images = phantom_train[:4]
+    torch.testing.assert_close(runs[0].score(images).scores, runs[1].score(images).scores)

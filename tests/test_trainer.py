@@ -1,0 +1,43 @@
+import math
+
+import torch
+
+from medanomaly.registry import create
+from medanomaly.training import TrainConfig, Trainer, select_device
+
+
+def _detector():
+    return create("conv_ae", depth=2, width=4, latent_dim=8)
+
+
+def test_auto_device_is_usable() -> None:
+    device = select_device("auto")
+    assert torch.zeros(1, device=device).device.type == device.type
+
+
+def test_time_budget_stops_training(phantom_train) -> None:
+    config = TrainConfig(max_epochs=10_000, max_minutes=0.02, batch_size=8, progress=False, patience=None)
+    detector = _detector().fit(phantom_train, trainer=Trainer(config))
+    assert "time budget" in detector.history_.stopped_because
+    assert detector.history_.seconds < 10
+
+
+def test_early_stopping_restores_best_epoch(phantom_train) -> None:
+    config = TrainConfig(max_epochs=200, batch_size=64, progress=False, patience=1)
+    detector = create("conv_ae", depth=2, width=4, latent_dim=8, learning_rate=0.5).fit(
+        phantom_train[:128], trainer=Trainer(config)
+    )
+    history = detector.history_
+    assert "no improvement" in history.stopped_because
+    best = min(epoch["val_loss"] for epoch in history.epochs)
+    assert math.isclose(history.best_metric, best)
+
+
+def test_checkpoint_resume_continues(phantom_train, tmp_path) -> None:
+    base = dict(batch_size=32, progress=False, patience=None, checkpoint_dir=str(tmp_path))
+    first = _detector().fit(phantom_train[:64], trainer=Trainer(TrainConfig(max_epochs=2, **base)))
+    assert (tmp_path / "last.pt").exists()
+    assert len(first.history_.epochs) == 2
+    second = _detector().fit(phantom_train[:64], trainer=Trainer(TrainConfig(max_epochs=4, **base)))
+    assert second.history_.resumed_from_epoch == 2
+    assert [e["epoch"] for e in second.history_.epochs] == [0, 1, 2, 3]
