@@ -43,7 +43,8 @@ def test_series_sorted_by_position_in_hu(ct_series):
     assert meta["n_files"] == 5
     assert meta["patient_id"] == "PAT-1"
     assert meta["frame_of_reference_uid"] is not None
-    assert meta["series_uid"] is not None and meta["study_uid"] is not None
+    assert meta["series_uid"] is not None
+    assert meta["study_uid"] is not None
 
 
 def test_series_falls_back_to_instance_number(tmp_path, make_series):
@@ -223,6 +224,7 @@ def test_truncated_header_error(tmp_path, write_dicom):
         read_study(path)
 
 
+@pytest.mark.filterwarnings("ignore:End of file reached:UserWarning")
 def test_garbage_dcm_error(tmp_path):
     path = tmp_path / "junk.dcm"
     path.write_bytes(b"\x00" * 128 + b"DICM" + b"\xff" * 40)
@@ -274,5 +276,6 @@ def test_real_ct_series():
     gaps = np.diff(ge.meta["slice_positions"])
     assert np.all(gaps > 0)
     assert np.any(np.isclose(gaps, 1.08, atol=0.01))
-    assert np.sum(np.isclose(gaps, 4.0, atol=0.01)) == 13 and np.sum(np.isclose(gaps, 7.0, atol=0.01)) == 13
+    assert np.sum(np.isclose(gaps, 4.0, atol=0.01)) == 13
+    assert np.sum(np.isclose(gaps, 7.0, atol=0.01)) == 13
     assert (ge.pixels.min(), ge.pixels.max()) == (-1500.0, 2121.0)

@@ -31,7 +31,11 @@ def _lungs(rows: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> np.n
 
 
 def make_phantom(
-    rng: np.random.Generator, size: int = 64, lesion: bool = False, n_lesions: int = 1
+    rng: np.random.Generator,
+    size: int = 64,
+    lesion: bool = False,
+    n_lesions: int = 1,
+    lesion_radius: tuple[float, float] = (0.05, 0.09),
 ) -> tuple[np.ndarray, np.ndarray]:
     """One phantom.
 
@@ -40,6 +44,7 @@ def make_phantom(
         size: Side in pixels.
         lesion: Plant nodules inside the lungs.
         n_lesions: How many nodules when ``lesion``.
+        lesion_radius: Range of nodule radii, as fractions of the image side.
 
     Returns:
         (size, size) float32 image in [0, 1] and (size, size) uint8 {0, 1} lesion mask.
@@ -59,18 +64,18 @@ def make_phantom(
     image += 0.03 * texture / (texture.std() + 1e-6) * body
     mask = np.zeros((size, size), np.uint8)
     if lesion:
-        mask = _plant_lesions(image, lungs, rows, cols, rng, n_lesions)
+        mask = _plant_lesions(image, lungs, rows, cols, rng, n_lesions, lesion_radius)
     image += rng.normal(0, 0.015, image.shape).astype(np.float32)
     return np.clip(image, 0, 1).astype(np.float32), mask
 
 
-def _plant_lesions(image, lungs, rows, cols, rng, n_lesions) -> np.ndarray:  # noqa: ANN001
+def _plant_lesions(image, lungs, rows, cols, rng, n_lesions, lesion_radius) -> np.ndarray:  # noqa: ANN001
     mask = np.zeros(image.shape, np.uint8)
     candidates = np.argwhere(lungs)
     for _ in range(n_lesions):
         for _attempt in range(20):
             center_rc = candidates[rng.integers(len(candidates))] / image.shape[0]
-            radii = (rng.uniform(0.05, 0.09), rng.uniform(0.05, 0.09))
+            radii = (rng.uniform(*lesion_radius), rng.uniform(*lesion_radius))
             nodule = _ellipse(rows, cols, tuple(center_rc), radii)
             if (nodule & lungs).sum() >= 0.8 * nodule.sum():
                 break
@@ -81,15 +86,17 @@ def _plant_lesions(image, lungs, rows, cols, rng, n_lesions) -> np.ndarray:  # n
 
 
 def make_phantom_set(
-    n_normal: int, n_abnormal: int, size: int = 64, seed: int = 0
+    n_normal: int, n_abnormal: int, size: int = 64, seed: int = 0, lesion_radius: tuple[float, float] = (0.05, 0.09)
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normals then abnormals.
+    """Normals then abnormals (nodule radii drawn from ``lesion_radius``, fractions of the side).
 
     Returns:
         images (N, 1, size, size) float32 in [0, 1], labels (N,) {0, 1}, masks (N, size, size) uint8.
     """
     rng = np.random.default_rng(seed)
-    pairs = [make_phantom(rng, size, lesion=i >= n_normal) for i in range(n_normal + n_abnormal)]
+    pairs = [
+        make_phantom(rng, size, lesion=i >= n_normal, lesion_radius=lesion_radius) for i in range(n_normal + n_abnormal)
+    ]
     images = np.stack([image for image, _ in pairs])[:, None]
     masks = np.stack([mask for _, mask in pairs])
     labels = np.array([0] * n_normal + [1] * n_abnormal, dtype=np.int64)

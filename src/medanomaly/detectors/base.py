@@ -28,6 +28,10 @@ class BaseDetector:
     needs: ClassVar[frozenset[str]] = frozenset({"normal"})
     #: "anomaly" for one-class detectors, "classification" for supervised ones that print a class + confidence.
     kind: ClassVar[str] = "anomaly"
+    #: Hyper-parameters of a tiny, fast variant for smoke runs (the registry contract test, quick demos).
+    tiny_params: ClassVar[dict[str, Any]] = {}
+    #: Training settings the tiny variant needs (e.g. {"max_epochs": 3}); merged into TrainConfig by callers.
+    tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 3}
 
     # --- hyper-parameters -------------------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:

@@ -125,8 +125,8 @@ def _require_pixels(path: Path, ds: Dataset) -> str:
         if not sop and "Modality" not in ds:
             raise InputError(path, "not a readable DICOM file (no SOP class, modality or pixel data)", _CORRUPT_HINT)
         if expects_image(ds):
-            raise InputError(path, f"DICOM file ({sop}) has no pixel data", _CORRUPT_HINT)
-        problem = f"DICOM file has no image ({sop}, modality {ds.get('Modality') or 'unknown'})"
+            raise InputError(path, f"DICOM file ({sop or 'image'}) has no pixel data", _CORRUPT_HINT)
+        problem = f"DICOM file has no image ({sop or 'unknown SOP class'}, modality {ds.get('Modality') or 'unknown'})"
         raise InputError(path, problem, "pass an image such as CT, MR, CR or DX; reports and DICOMDIRs hold no pixels")
     if "PhotometricInterpretation" not in ds and int(ds.get("SamplesPerPixel") or 1) == 1:
         logger.warning("%s: no PhotometricInterpretation, assuming MONOCHROME2", path)
@@ -146,6 +146,29 @@ def _check_size(path: Path, ds: Dataset, max_pixels: int) -> None:
         raise InputError(path, problem, _LIMIT_HINT)
 
 
+def _pixel_array(path: Path, ds: Dataset) -> np.ndarray:
+    """Decode the stored values of ``ds`` with pydicom's plugins: (H, W[, 3]) or (F, H, W[, 3]).
+
+    Raises:
+        InputError: A decoder is missing (names the package to install) or the pixel data is corrupt.
+    """
+    try:
+        return ds.pixel_array
+    except (RuntimeError, NotImplementedError) as err:
+        if "missing dependencies" in str(err) or isinstance(err, NotImplementedError):
+            syntax = dh.transfer_syntax(ds)
+            problem = f"no decoder for the transfer syntax {getattr(syntax, 'name', syntax)}"
+            raise InputError(path, problem, _decoder_hint(syntax)) from err
+        raise InputError(path, f"compressed pixel data cannot be decoded ({_first_line(err)})", _CORRUPT_HINT) from err
+    except (ValueError, AttributeError, KeyError, TypeError, EOFError, struct.error) as err:
+        sizes = re.search(r"\((\d+) vs (\d+) bytes\)", str(err))
+        if sizes:
+            problem = f"pixel data holds {sizes[1]} of the {sizes[2]} bytes the header announces"
+        else:
+            problem = f"pixel data unreadable ({_first_line(err)})"
+        raise InputError(path, problem, _CORRUPT_HINT) from err
+
+
 def _decode(path: Path, ds: Dataset) -> np.ndarray:
     """Decode and rescale the pixels of ``ds``.
 
@@ -153,20 +176,9 @@ def _decode(path: Path, ds: Dataset) -> np.ndarray:
         (F, H, W) grey in modality units or (F, H, W, 3) RGB, float32; F = number of frames.
 
     Raises:
-        InputError: A decoder is missing (names the package to install) or the pixel data is corrupt.
+        InputError: As :func:`_pixel_array`.
     """
-    try:
-        arr = ds.pixel_array
-    except (RuntimeError, NotImplementedError) as err:
-        if "missing dependencies" in str(err) or isinstance(err, NotImplementedError):
-            syntax = dh.transfer_syntax(ds)
-            raise InputError(path, f"no decoder for the transfer syntax {syntax.name}", _decoder_hint(syntax)) from err
-        raise InputError(path, f"compressed pixel data cannot be decoded ({_first_line(err)})", _CORRUPT_HINT) from err
-    except (ValueError, AttributeError, KeyError, TypeError, EOFError, struct.error) as err:
-        sizes = re.search(r"\((\d+) vs (\d+) bytes\)", str(err))
-        problem = f"pixel data holds {sizes[1]} of the {sizes[2]} bytes the header announces" if sizes else \
-            f"pixel data unreadable ({_first_line(err)})"
-        raise InputError(path, problem, _CORRUPT_HINT) from err
+    arr = _pixel_array(path, ds)
     grey = int(ds.get("SamplesPerPixel") or 1) == 1
     if arr.ndim == (2 if grey else 3):
         arr = arr[None]
@@ -175,7 +187,7 @@ def _decode(path: Path, ds: Dataset) -> np.ndarray:
     if ds.get("ModalityLUTSequence"):
         return _pydicom().pixels.apply_modality_lut(arr, ds).astype(np.float32)
     slope, intercept = dh.rescale(ds)
-    return arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    return arr.astype(np.float32)
 
 
 def _decoder_hint(syntax: Any) -> str:

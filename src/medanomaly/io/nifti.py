@@ -80,8 +80,9 @@ def read_nifti(path: str | Path, *, max_pixels: int = 100_000_000) -> Study:
     try:
         img = nib.load(str(path))
         shape = _volume_shape(path, tuple(int(d) for d in img.shape))
-        if shape[0] * shape[1] > max_pixels:
-            problem = f"slice is {shape[0]}x{shape[1]} = {shape[0] * shape[1]:,} pixels, above the limit of {max_pixels:,}"
+        n_pixels = shape[0] * shape[1]
+        if n_pixels > max_pixels:
+            problem = f"slice is {shape[0]}x{shape[1]} = {n_pixels:,} pixels, above the limit of {max_pixels:,}"
             raise InputError(path, problem, _LIMIT_HINT)
         data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
     except errors as err:

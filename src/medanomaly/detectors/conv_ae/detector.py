@@ -9,7 +9,7 @@ https://arxiv.org/abs/2004.03271 for a survey of this family.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +33,9 @@ class ConvAutoencoder(TorchDetector):
         loss: Training loss, ``l1`` (matches the MAE score) or ``l2``.
         random_state: Seed of initialisation, shuffling and the validation split.
     """
+
+    tiny_params: ClassVar[dict[str, Any]] = {"depth": 3, "width": 16, "latent_dim": 64}
+    tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 30, "batch_size": 32}
 
     def __init__(
         self,
