@@ -102,6 +102,13 @@ def test_empty_folder_error(tmp_path):
         read_study(tmp_path / "empty")
 
 
+def test_folder_of_folders_error(tmp_path, make_series):
+    make_series(tmp_path / "patient" / "series1")
+    with pytest.raises(InputError, match="only 1 subfolder") as info:
+        read_study(tmp_path / "patient")
+    assert "find_studies" in info.value.hint
+
+
 def test_folder_without_images_error(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "README").write_text("nothing here")

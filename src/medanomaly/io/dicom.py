@@ -187,7 +187,7 @@ def _decode(path: Path, ds: Dataset) -> np.ndarray:
     if ds.get("ModalityLUTSequence"):
         return _pydicom().pixels.apply_modality_lut(arr, ds).astype(np.float32)
     slope, intercept = dh.rescale(ds)
-    return arr.astype(np.float32)
+    return arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
 
 
 def _decoder_hint(syntax: Any) -> str:
@@ -301,9 +301,12 @@ def _series_headers(folder: Path) -> list[tuple[Path, Dataset]]:
     Raises:
         InputError: The folder is empty or holds no DICOM image; a DICOM file in it is corrupt.
     """
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    files = sorted(p for p in entries if p.is_file())
     if not files:
-        raise InputError(folder, "folder is empty", "pass a folder holding the DICOM files of one series")
+        problem = f"folder holds no files, only {len(entries)} subfolder(s)" if entries else "folder is empty"
+        raise InputError(folder, problem, "pass a folder holding the DICOM files of one series; find_studies() "
+                         "lists the studies of a dataset folder")
     headers = []
     for path in files:
         if not looks_like_dicom(path):

@@ -88,15 +88,19 @@ def read_nifti(path: str | Path, *, max_pixels: int = 100_000_000) -> Study:
     except errors as err:
         raise InputError(path, f"not a readable NIfTI file ({_first_line(err)})", _CORRUPT_HINT) from err
     volume = data[..., None] if data.ndim == 2 else data
-    zooms = [float(z) for z in img.header.get_zooms()[: len(shape)]]
-    meta: dict[str, Any] = {
+    pixels = np.ascontiguousarray(np.moveaxis(volume, -1, 0), dtype=np.float32)
+    return Study(pixels=pixels, meta=_meta(path, img, nib, len(shape)))
+
+
+def _meta(path: Path, img: Any, nib: Any, ndim: int) -> dict[str, Any]:
+    """Metadata of a loaded NIfTI image with ``ndim`` (2 or 3) spatial dimensions."""
+    return {
         "path": str(path),
         "kind": "nifti",
         "n_files": 1,
         "modality": None,
+        "spacing": tuple(float(z) for z in img.header.get_zooms()[:ndim]),
         "affine": np.asarray(img.affine, dtype=float).tolist(),
-        "spacing": tuple(zooms),
         "axcodes": tuple(nib.aff2axcodes(img.affine)),
         "disk_dtype": str(img.header.get_data_dtype()),
     }
-    return Study(pixels=np.ascontiguousarray(np.moveaxis(volume, -1, 0), dtype=np.float32), meta=meta)

@@ -8,7 +8,6 @@ over black and palettes are expanded first. Pillow docs: https://pillow.readthed
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,20 +53,18 @@ def read_image(path: str | Path, *, color: bool = False, max_pixels: int = 100_0
         InputError: The file cannot be decoded or is larger than ``max_pixels``.
     """
     path = Path(path)
-    errors = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+    errors = (OSError, SyntaxError, ValueError, EOFError)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
-            with Image.open(path) as img:
-                _check_size(path, img.size, max_pixels)
-                if getattr(img, "n_frames", 1) > 1:
-                    logger.warning("%s holds %d frames; reading the first", path, img.n_frames)
-                img.load()
-                pixels, bit_depth, photometric = _to_array(img, color)
-                mode, kind = img.mode, _KINDS.get(str(img.format), str(img.format).lower())
+        with Image.open(path) as img:
+            _check_size(path, img.size, max_pixels)
+            if getattr(img, "n_frames", 1) > 1:
+                logger.warning("%s holds %d frames; reading the first", path, img.n_frames)
+            img.load()
+            pixels, bit_depth, photometric = _to_array(img, color)
+            mode, kind = img.mode, _KINDS.get(str(img.format), str(img.format).lower())
+    except Image.DecompressionBombError as err:
+        raise InputError(path, f"image too large for Pillow to decode safely ({err})", "downscale the image") from err
     except errors as err:
-        if isinstance(err, Image.DecompressionBombError):
-            raise InputError(path, f"image too large to decode safely ({err})", _LIMIT_HINT) from err
         raise InputError(path, f"not a readable image ({err})", _CORRUPT_HINT) from err
     meta: dict[str, Any] = {"path": str(path), "kind": kind, "bit_depth": bit_depth, "photometric": photometric,
                             "mode": mode, "n_files": 1, "modality": None, "spacing": None}
