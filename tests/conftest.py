@@ -47,3 +47,13 @@ def trained_model_dir(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFa
     ]  # fmt: skip
     assert main(argv) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def fitted_conv_ae(phantom_train: torch.Tensor):
+    """conv_ae fitted on 300 normal 32 px phantoms (about 10 s)."""
+    from medanomaly.registry import create
+    from medanomaly.training import TrainConfig, Trainer
+
+    detector = create("conv_ae", depth=3, width=16, latent_dim=64)
+    return detector.fit(phantom_train, trainer=Trainer(TrainConfig(max_epochs=40, batch_size=32, progress=False)))

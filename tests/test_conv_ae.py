@@ -13,9 +13,8 @@ from medanomaly.transforms import Preprocessing
 
 
 @pytest.fixture(scope="module")
-def fitted(phantom_train: torch.Tensor) -> ConvAutoencoder:
-    detector = create("conv_ae", depth=3, width=16, latent_dim=64)
-    return detector.fit(phantom_train, trainer=Trainer(TrainConfig(max_epochs=40, batch_size=32, progress=False)))
+def fitted(fitted_conv_ae) -> ConvAutoencoder:
+    return fitted_conv_ae
 
 
 def test_registered() -> None:
