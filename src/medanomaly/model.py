@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import pickle  # only for the exception type torch.load raises on a corrupt file
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
@@ -187,7 +188,7 @@ class Model:
         except KeyError as error:
             msg = f"{directory}: {error.args[0] if error.args else error}"
             raise ModelError(msg) from None
-        except (RuntimeError, OSError, ValueError) as error:
+        except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as error:
             msg = f"{directory}/{_WEIGHTS}: cannot load the weights ({error}); retrain or restore the model directory"
             raise ModelError(msg) from None
         detector.to(select_device(device))
