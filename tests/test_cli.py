@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +84,20 @@ def test_evaluate_json_has_the_documented_keys(trained_model_dir, phantom_datase
     out = tmp_path / "report"
     assert main(["evaluate", str(phantom_dataset), "--model", str(trained_model_dir), "--json", "--out", str(out)]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    for key in ("auroc", "auroc_ci95", "auprc", "accuracy", "balanced_accuracy", "precision", "sensitivity",
-                "specificity", "f1", "threshold", "n_normal", "n_abnormal"):
+    for key in (
+        "auroc",
+        "auroc_ci95",
+        "auprc",
+        "accuracy",
+        "balanced_accuracy",
+        "precision",
+        "sensitivity",
+        "specificity",
+        "f1",
+        "threshold",
+        "n_normal",
+        "n_abnormal",
+    ):
         assert key in metrics, key
     assert metrics["n_normal"] == 12 and metrics["n_abnormal"] == 12
     assert 0.0 <= metrics["auroc"] <= 1.0
@@ -130,3 +143,29 @@ def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
     assert (out / "report" / "roc.png").exists()
     assert len(list((out / "overlays").glob("*_overlay.png"))) == 6
     assert (out / "model" / "model.json").exists()
+
+
+def test_train_with_youden_calibration_uses_labelled_cases(phantom_dataset, tmp_path, capsys) -> None:
+    common = [
+        "--resolution",
+        "32",
+        "--epochs",
+        "2",
+        "--no-progress",
+        "--calibrate",
+        "youden",
+        "--param",
+        "depth=2",
+        "--param",
+        "width=4",
+    ]
+    assert main(["train", str(phantom_dataset), "--out", str(tmp_path / "none"), *common]) == 2
+    assert "needs labelled abnormal studies" in capsys.readouterr().err
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dataset / "train", data / "train")
+    shutil.copytree(phantom_dataset / "test" / "LESION", data / "train" / "LESION")
+    assert main(["train", str(data), "--out", str(tmp_path / "m"), *common]) == 0
+    threshold = json.loads((tmp_path / "m" / "model.json").read_text())["threshold"]
+    assert threshold["method"] == "youden"
+    assert threshold["n_abnormal"] == 12
+    assert 0 < threshold["params"]["sensitivity"] <= 1

@@ -40,9 +40,7 @@ def test_ranks_planted_lesions_above_normals(fitted, phantom_test) -> None:
     assert roc_auc_score(labels, filtered_scores) > 0.9
     maps = prediction.anomaly_maps.numpy()
     assert maps.shape == (len(images), 32, 32)
-    peaks_inside = [
-        masks[i].ravel()[filter_map(maps[i], 3).argmax()] > 0 for i in np.flatnonzero(labels == 1)
-    ]
+    peaks_inside = [masks[i].ravel()[filter_map(maps[i], 3).argmax()] > 0 for i in np.flatnonzero(labels == 1)]
     assert np.mean(peaks_inside) >= 0.8
 
 

@@ -79,3 +79,13 @@ def test_plan_holds_out_calibration_normals_and_builds_mixed_set(tmp_path: Path)
     assert len(mixed.mixed) == 9 + 6
     assert all(sample.label == "unlabelled" for sample in mixed.mixed)
     assert not {s.path for s in mixed.normal} & {s.path for s in mixed.mixed}
+
+
+def test_one_class_plan_offers_train_abnormals_for_labelled_calibration(tmp_path: Path) -> None:
+    for i in range(10):
+        _png(tmp_path / "train" / "NORMAL" / f"n{i}.png")
+    for i in range(4):
+        _png(tmp_path / "train" / "SICK" / f"s{i}.png")
+    plan = plan_training(load_index(tmp_path), frozenset({"normal"}), FitOptions())
+    assert len(plan.calibration_abnormal) == 4
+    assert all(s.label == "SICK" for s in plan.calibration_abnormal)

@@ -11,8 +11,8 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from medanomaly.data.loading import load_images
 from medanomaly.data.datasets import Sample
+from medanomaly.data.loading import load_images
 from medanomaly.data.synthetic import make_phantom, make_phantom_volume
 from medanomaly.fitting import calibrate_model
 from medanomaly.model import Model, Postprocessing
@@ -67,8 +67,13 @@ def _write_series(folder: Path, volume: np.ndarray) -> Path:
 def test_dicom_series_scores_as_one_volume(model, tmp_path) -> None:
     volume, mask = _volume(lesion=True, seed=1)
     folder = _write_series(tmp_path / "series", volume)
-    ct_model = Model(model.detector, Preprocessing(resolution=32, window="-500,1000"), model.postprocessing,
-                     model.threshold, model.info)
+    ct_model = Model(
+        model.detector,
+        Preprocessing(resolution=32, window="-500,1000"),
+        model.postprocessing,
+        model.threshold,
+        model.info,
+    )
     result = score_path(ct_model, folder)
     assert len(result.slice_scores) == 9
     lesion_slices = set(np.flatnonzero(mask.reshape(9, -1).any(1)))

@@ -88,6 +88,8 @@ def plan_training(index: DatasetIndex, needs: frozenset[str], options: FitOption
         normal, calibration_normal = _hold_out(normal, options.calibration_fraction, rng)
         if "abnormal" in needs:
             abnormal, calibration_abnormal = _hold_out(abnormal, options.calibration_fraction, rng)
+        elif "mixed" not in needs:  # a one-class method never trains on them: all may calibrate a labelled rule
+            calibration_abnormal = list(abnormal)
     mixed: list[Sample] = []
     if options.mixed_dir:
         mixed = [Sample(path, "unlabelled") for path in find_studies(Path(options.mixed_dir))]
@@ -129,9 +131,11 @@ def train_model(
     index = load_index(data, normal_label)
     detector = create(method, **{"random_state": options.random_state, **options.params})
     plan = plan_training(index, detector.needs, options)
-    _check_plan(plan, detector.needs, index)
+    _check_plan(plan, detector.needs, index, options.calibration)
     load = _loader(options)
-    normal, abnormal, mixed = load(plan.normal, "normal"), load(plan.abnormal, "abnormal"), load(plan.mixed, "mixed")
+    normal = load(plan.normal, "normal")
+    abnormal = load(plan.abnormal if "abnormal" in detector.needs else [], "abnormal")
+    mixed = load(plan.mixed if "mixed" in detector.needs else [], "mixed")
     detector.fit(
         normal.images,
         abnormal=abnormal.images if "abnormal" in detector.needs else None,
@@ -139,7 +143,9 @@ def train_model(
         trainer=Trainer(options.train),
     )
     model = Model(detector, options.preprocessing, options.postprocessing, info=_info(index, plan, options))
-    cal_normal, cal_abnormal = load(plan.calibration_normal, "calibration"), load(plan.calibration_abnormal, "calibration abnormal")
+    cal_normal = load(plan.calibration_normal, "calibration")
+    labelled = plan.calibration_abnormal if _needs_abnormal(options.calibration) else []
+    cal_abnormal = load(labelled, "calibration abnormal")
     model = calibrate_model(model, cal_normal if len(cal_normal.images) else normal, cal_abnormal, options.calibration)
     model.info["train_seconds"] = round(time.monotonic() - started, 2)
     if out is not None:
@@ -149,6 +155,11 @@ def train_model(
     return TrainingReport(model, plan, failures, time.monotonic() - started)
 
 
+def _needs_abnormal(spec: str | None) -> bool:
+    """Whether a calibration rule uses labelled abnormal scores (only then are they loaded)."""
+    return spec is not None and parse_calibration(spec)["method"] in ("youden", "f1", "sensitivity")
+
+
 def _loader(options: FitOptions):  # noqa: ANN202
     def load(samples: list[Sample], what: str) -> LoadedImages:
         return load_images(samples, options.preprocessing, progress=options.progress, desc=f"load {what}")
@@ -156,12 +167,18 @@ def _loader(options: FitOptions):  # noqa: ANN202
     return load
 
 
-def _check_plan(plan: TrainingPlan, needs: frozenset[str], index: DatasetIndex) -> None:
+def _check_plan(plan: TrainingPlan, needs: frozenset[str], index: DatasetIndex, calibration: str | None) -> None:
     if not plan.normal:
         msg = f"{index.root}: no training images with the normal label {index.normal_label!r}"
         raise ValueError(msg)
     if "abnormal" in needs and not plan.abnormal:
         msg = f"{index.root}: this method needs labelled abnormal training images, found none"
+        raise ValueError(msg)
+    if _needs_abnormal(calibration) and not plan.calibration_abnormal:
+        msg = (
+            f"{index.root}: calibration {calibration!r} needs labelled abnormal studies, found none in val/ or in the "
+            "train split; add some, or use percentile:95 / specificity:0.95 (normals only)"
+        )
         raise ValueError(msg)
     if "mixed" in needs and not plan.mixed:
         msg = "this method needs a mixed unlabelled set: pass --mixed DIR or --mixed-from-train FRACTION"

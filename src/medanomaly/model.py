@@ -208,7 +208,9 @@ class Model:
 
     def with_postprocessing(self, **changes: Any) -> Model:
         """The same model with some post-processing settings changed (not a new version: nothing is re-fitted)."""
-        return Model(self.detector, self.preprocessing, replace(self.postprocessing, **changes), self.threshold, self.info)
+        return Model(
+            self.detector, self.preprocessing, replace(self.postprocessing, **changes), self.threshold, self.info
+        )
 
 
 def _read_config(directory: Path) -> dict[str, Any]:

@@ -54,10 +54,14 @@ def run(args: argparse.Namespace) -> int:
     metrics = result.metrics
     metrics["pixel"] = _pixel_metrics(result, data)
     (out / "report" / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"test AUROC {metrics['auroc']:.3f} (95% CI {metrics['auroc_ci95'][0]:.3f}-{metrics['auroc_ci95'][1]:.3f}),"
-          f" sensitivity {metrics['sensitivity']:.2f}, specificity {metrics['specificity']:.2f}, "
-          f"pixel AUROC {metrics['pixel'].get('pixel_auroc', float('nan')):.3f}")
-    examples = sorted((data / "test" / "LESION").glob("*.png"))[:4] + sorted((data / "test" / "NORMAL").glob("*.png"))[:2]
+    print(
+        f"test AUROC {metrics['auroc']:.3f} (95% CI {metrics['auroc_ci95'][0]:.3f}-{metrics['auroc_ci95'][1]:.3f}),"
+        f" sensitivity {metrics['sensitivity']:.2f}, specificity {metrics['specificity']:.2f}, "
+        f"pixel AUROC {metrics['pixel'].get('pixel_auroc', float('nan')):.3f}"
+    )
+    examples = (
+        sorted((data / "test" / "LESION").glob("*.png"))[:4] + sorted((data / "test" / "NORMAL").glob("*.png"))[:2]
+    )
     scored, _ = score_paths(model, examples, progress=False)
     for study in scored:
         write_overlays(study, out / "overlays")

@@ -37,8 +37,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2))
         return 0
     low, high = metrics["auroc_ci95"] or (float("nan"), float("nan"))
-    print(f"{metrics['method']} v{metrics['model_version']} on {metrics['n_normal']} normal + "
-          f"{metrics['n_abnormal']} abnormal studies ({args.split})")
+    print(
+        f"{metrics['method']} v{metrics['model_version']} on {metrics['n_normal']} normal + "
+        f"{metrics['n_abnormal']} abnormal studies ({args.split})"
+    )
     print(f"AUROC {_fmt(metrics['auroc'])} (95% CI {low:.3f}-{high:.3f})")
     for key in _SHOWN[1:]:
         print(f"{key:18s} {_fmt(metrics[key])}")

@@ -54,7 +54,12 @@ def select_split(index: DatasetIndex, split: str | None) -> list:
 
 
 def evaluate_model(
-    model: Model, data: str | Path, *, split: str | None = "test", normal_label: str | None = None, progress: bool = True
+    model: Model,
+    data: str | Path,
+    *,
+    split: str | None = "test",
+    normal_label: str | None = None,
+    progress: bool = True,
 ) -> EvaluationResult:
     """Score every study of a labelled split and compute the metrics at the model's threshold."""
     index = load_index(data, normal_label or _known_normal_label(data, model))
@@ -107,7 +112,9 @@ def write_report(result: EvaluationResult, out: str | Path) -> dict[str, Path]:
         written["roc"] = plot_roc({metrics["method"]: (result.labels, result.scores)}, out / "roc.png")
     names = metrics.get("class_names", ["normal", "abnormal"])
     names = (names[0], names[1] if len(names) == 2 else "abnormal")
-    written["confusion_matrix"] = plot_confusion_matrix(metrics["confusion_matrix"], out / "confusion_matrix.png", names)
+    written["confusion_matrix"] = plot_confusion_matrix(
+        metrics["confusion_matrix"], out / "confusion_matrix.png", names
+    )
     written["histogram"] = plot_score_histogram(
         result.labels, result.scores, metrics["threshold"], out / "score_histogram.png"
     )

@@ -1,5 +1,8 @@
-"""One training loop for every torch method: epochs, device, seeding, validation, early stopping, checkpoints,
-resuming, a progress bar and a wall-clock budget (anomalib's Engine / PyOD's template method, much smaller)."""
+"""One training loop for every torch method.
+
+Epochs, device, seeding, validation, early stopping, checkpoints, resuming, a progress bar and a wall-clock budget
+(anomalib's Engine / PyOD's template method, much smaller).
+"""
 
 from __future__ import annotations
 
@@ -94,7 +97,10 @@ class Trainer:
         started = time.monotonic() - history.seconds
         budget = config.max_minutes * 60.0 if config.max_minutes else math.inf
         epochs = tqdm(
-            range(start_epoch, config.max_epochs), desc=f"train {detector.name}", disable=not config.progress, unit="epoch"
+            range(start_epoch, config.max_epochs),
+            desc=f"train {detector.name}",
+            disable=not config.progress,
+            unit="epoch",
         )
         for epoch in epochs:
             out_of_time = self._run_epoch(detector, loader, optimizers, epoch, started, budget, history)

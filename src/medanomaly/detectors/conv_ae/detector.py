@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from medanomaly.detectors.conv_ae.network import ConvAutoencoderNet, reconstruction_error
-from medanomaly.registry import register
 from medanomaly.detectors.torch_base import TorchDetector
+from medanomaly.registry import register
 from medanomaly.types import Prediction
 
 
