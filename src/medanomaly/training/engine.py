@@ -106,8 +106,7 @@ class Trainer:
             out_of_time = self._run_epoch(detector, loader, optimizers, epoch, started, budget, history)
             metric = detector.validation_metric(val_set) if val_set is not None else history.epochs[-1]["loss"]
             history.epochs[-1][detector.monitor] = metric
-            improved = _improved(metric, history.best_metric, detector.monitor_mode)
-            if improved:
+            if _improved(metric, history.best_metric, detector.monitor_mode):
                 history.best_metric, history.best_epoch = metric, epoch
                 best_state = copy.deepcopy(detector.training_state())
             history.seconds = time.monotonic() - started
@@ -115,14 +114,10 @@ class Trainer:
             logger.info("epoch %d: %s", epoch, history.epochs[-1])
             if checkpoint is not None:
                 self._save(checkpoint, detector, optimizers, history, best_state, generator)
-            if out_of_time:
-                history.stopped_because = f"time budget of {config.max_minutes} min reached"
+            history.stopped_because = self._stop_reason(out_of_time, epoch, history)
+            if history.stopped_because:
                 break
-            if config.patience is not None and epoch - history.best_epoch >= config.patience:
-                history.stopped_because = f"no improvement of {detector.monitor} for {config.patience} epochs"
-                break
-        else:
-            history.stopped_because = history.stopped_because or f"max_epochs={config.max_epochs} reached"
+        history.stopped_because = history.stopped_because or f"max_epochs={config.max_epochs} reached"
         if best_state is not None:
             detector.load_training_state(best_state)
         for module in detector.modules().values():
@@ -130,7 +125,25 @@ class Trainer:
         history.seconds = time.monotonic() - started
         return history
 
-    def _run_epoch(self, detector, loader, optimizers, epoch, started, budget, history) -> bool:  # noqa: ANN001
+    def _stop_reason(self, out_of_time: bool, epoch: int, history: TrainingHistory) -> str:
+        """Why training should stop after ``epoch`` ("" to go on)."""
+        if out_of_time:
+            return f"time budget of {self.config.max_minutes} min reached"
+        if self.config.patience is not None and epoch - history.best_epoch >= self.config.patience:
+            return f"no improvement of {history.monitor} for {self.config.patience} epochs"
+        return ""
+
+    def _run_epoch(
+        self,
+        detector: TorchDetector,
+        loader: DataLoader,
+        optimizers: dict[str, torch.optim.Optimizer],
+        epoch: int,
+        started: float,
+        budget: float,
+        history: TrainingHistory,
+    ) -> bool:
+        """One pass over ``loader``; returns True when the time budget ran out."""
         for module in detector.modules().values():
             module.train()
         sums: dict[str, float] = {}
@@ -150,7 +163,15 @@ class Trainer:
         history.epochs.append({"epoch": epoch, **{key: value / max(n_batches, 1) for key, value in sums.items()}})
         return out_of_time
 
-    def _save(self, path: Path, detector, optimizers, history, best_state, generator) -> None:  # noqa: ANN001
+    def _save(
+        self,
+        path: Path,
+        detector: TorchDetector,
+        optimizers: dict[str, torch.optim.Optimizer],
+        history: TrainingHistory,
+        best_state: dict | None,
+        generator: torch.Generator,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "state": detector.training_state(),
@@ -164,7 +185,14 @@ class Trainer:
         torch.save(payload, tmp)
         tmp.replace(path)
 
-    def _resume(self, path: Path, detector, optimizers, history, generator) -> tuple[int, Any]:  # noqa: ANN001
+    def _resume(
+        self,
+        path: Path,
+        detector: TorchDetector,
+        optimizers: dict[str, torch.optim.Optimizer],
+        history: TrainingHistory,
+        generator: torch.Generator,
+    ) -> tuple[int, Any]:
         payload = torch.load(path, map_location=self.device, weights_only=True)
         detector.load_training_state(payload["state"])
         for name, opt in optimizers.items():
