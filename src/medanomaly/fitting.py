@@ -58,6 +58,7 @@ class FitOptions:
         calibration_fraction: Share of train normals held out for calibration when the data has no ``val`` split.
         mixed_dir: Folder of unlabelled images forming the mixed set.
         mixed_from_train: Fraction of train normals moved into the mixed set, with all train abnormals.
+        tune_with: Labelled folder (normals + a few anomalies) for the method's hyper-parameter search, if it has one.
         random_state: Seed of the splits and of the detector.
         progress: Show progress bars.
     """
@@ -70,6 +71,7 @@ class FitOptions:
     calibration_fraction: float = 0.1
     mixed_dir: str | None = None
     mixed_from_train: float | None = None
+    tune_with: str | None = None
     random_state: int = 0
     progress: bool = True
 
@@ -136,13 +138,19 @@ def train_model(
     normal = load(plan.normal, "normal")
     abnormal = load(plan.abnormal if "abnormal" in detector.needs else [], "abnormal")
     mixed = load(plan.mixed if "mixed" in detector.needs else [], "mixed")
-    detector.fit(
-        normal.images,
-        abnormal=abnormal.images if "abnormal" in detector.needs else None,
-        mixed=mixed.images if "mixed" in detector.needs else None,
-        trainer=Trainer(options.train),
-    )
+    tuning = None
+    if options.tune_with:
+        detector, tuning = _tune(detector, normal.images, options, load, normal_label)
+    else:
+        detector.fit(
+            normal.images,
+            abnormal=abnormal.images if "abnormal" in detector.needs else None,
+            mixed=mixed.images if "mixed" in detector.needs else None,
+            trainer=Trainer(options.train),
+        )
     model = Model(detector, options.preprocessing, options.postprocessing, info=_info(index, plan, options))
+    if tuning is not None:
+        model.info["tuning"] = tuning
     cal_normal = load(plan.calibration_normal, "calibration")
     labelled = plan.calibration_abnormal if _needs_abnormal(options.calibration) else []
     cal_abnormal = load(labelled, "calibration abnormal")
@@ -158,6 +166,20 @@ def train_model(
 def _needs_abnormal(spec: str | None) -> bool:
     """Whether a calibration rule uses labelled abnormal scores (only then are they loaded)."""
     return spec is not None and parse_calibration(spec)["method"] in ("youden", "f1", "sensitivity")
+
+
+def _tune(detector, normal, options: FitOptions, load, normal_label: str | None):  # noqa: ANN001, ANN202
+    """``--tune-with``: the method's own search on a labelled folder; returns the chosen fitted detector, a record."""
+    tune = getattr(type(detector), "tune", None)
+    if tune is None:
+        msg = f"--tune-with: method {detector.name!r} has no hyper-parameter search"
+        raise ValueError(msg)
+    index = load_index(options.tune_with, normal_label)
+    loaded = load(list(index.samples), "tuning")
+    labels = np.array([0 if index.is_normal(sample) else 1 for sample in loaded.samples])[loaded.owners]
+    params = {"random_state": options.random_state, **options.params}
+    chosen, record = tune(normal, loaded.images, labels, params=params, train=options.train)
+    return chosen, {"data": str(index.root), **record}
 
 
 def _loader(options: FitOptions):  # noqa: ANN202

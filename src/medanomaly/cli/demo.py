@@ -30,6 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--max-minutes", type=float, default=4.0, help="training budget (default 4)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--serve", action="store_true", help="then open the web workstation on the demo's studies")
+    parser.add_argument("--port", type=int, default=8000, help="port of the workstation with --serve (default 8000)")
     parser.set_defaults(run=run)
 
 
@@ -69,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"heat-map overlays: {out / 'overlays'};  model: {out / 'model'}")
     print(f"try: medanomaly score {examples[0]} --model {out / 'model'}")
     print(f"demo finished in {time.monotonic() - started:.0f} s")
+    if args.serve:
+        from medanomaly.service.cli_common import require_service
+        from medanomaly.service.demo import serve_demo
+
+        require_service()
+        return serve_demo(out, out / "model", examples, port=args.port, size=args.size)
     return 0
 
 

@@ -12,7 +12,10 @@ from medanomaly import __version__
 from medanomaly.errors import MedanomalyError
 
 #: Subcommand modules under ``medanomaly.cli``; each has ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS = ("train", "score", "evaluate", "inspect", "demo")
+COMMANDS = (
+    "train", "score", "evaluate", "inspect", "demo", "bench", "pacs",
+    "serve", "users", "feedback", "recalibrate",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibrate", default=None, help="percentile:95 (default), youden, f1, sensitivity:T, ...")
     parser.add_argument("--mixed", default=None, help="folder of unlabelled images (methods that learn from a mix)")
     parser.add_argument("--mixed-from-train", type=float, default=None, help="fraction of train normals mixed in")
+    parser.add_argument("--tune-with", default=None, metavar="DIR", help="labelled normals + 10-20 anomalies: tune")
     add_preprocessing_arguments(parser)
     add_postprocessing_arguments(parser)
     add_training_arguments(parser)
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         calibration=args.calibrate,
         mixed_dir=args.mixed,
         mixed_from_train=args.mixed_from_train,
+        tune_with=args.tune_with,
         random_state=args.seed,
         progress=not args.no_progress,
     )
@@ -61,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
         f"threshold {threshold.value:.6g} ({threshold.method} {threshold.params}) "
         f"from {len(plan.calibration_normal)} held-out normal studies"
     )
+    tuning = model.info.get("tuning")
+    if tuning:
+        best = max(trial["auroc"] for trial in tuning["trials"])
+        print(f"tuned on {tuning['data']}: chose {tuning['chosen']} (AUROC {best:.4f}, {len(tuning['trials'])} tried)")
     print(f"saved {args.out}")
     if report.failures:
         print(describe_failures(report.failures))

@@ -1,6 +1,13 @@
 """Every built-in detector; importing this package registers them by name."""
 
 from medanomaly.detectors import conv_ae  # noqa: F401
+from medanomaly.detectors import anomalypro  # noqa: F401
+from medanomaly.detectors import classifier  # noqa: F401
+from medanomaly.detectors import perceptual_ae  # noqa: F401
+from medanomaly.detectors import firefly_svm  # noqa: F401
+from medanomaly.detectors import anatpaste  # noqa: F401
+from medanomaly.detectors import patchcore  # noqa: F401
+from medanomaly.detectors import padim  # noqa: F401
 from medanomaly.detectors.base import BaseDetector
 
 __all__ = ["BaseDetector"]

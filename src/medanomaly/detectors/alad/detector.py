@@ -1,0 +1,102 @@
+"""ALAD: Adversarially Learned Anomaly Detection (a BiGAN with cycle-consistency discriminators).
+
+Zenati, Romain, Foo, Lecouat and Chandrasekhar, "Adversarially learned anomaly detection", ICDM 2018,
+https://arxiv.org/abs/1812.02288.
+
+Each training step updates E and G against the three discriminators D_xz, D_xx, D_zz, then the discriminators. The
+score is the L1 distance between D_xx's penultimate features of (x, x) and (x, G(E(x))) (the paper's feature-matching
+score); the map is |x - G(E(x))|. Early stopping and the best epoch use the mean L1 reconstruction error
+|x - G(E(x))| of held-out normals, which the cycle-consistency discriminator drives down as training converges
+(the feature-matching score itself is not comparable across epochs: D_xx's features change).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from medanomaly.detectors.alad.network import AladNet, adversarial_losses, feature_matching_score
+from medanomaly.detectors.gan_blocks import check_square, feature_distance, residual_map, stage_plan
+from medanomaly.detectors.torch_base import TorchDetector
+from medanomaly.registry import register
+from medanomaly.types import Prediction
+
+
+@register("alad")
+class Alad(TorchDetector):
+    """ALAD; score = feature-matching L1 in D_xx, map = |x - G(E(x))|.
+
+    Args:
+        width: Channels of the first stage of every conv network; doubled per stage. Dense layers of D_xz and D_zz
+            are ``8 * width`` wide.
+        latent_dim: Size of z (100 in the paper's image experiments); the prior is N(0, I).
+        spectral_norm: Spectral normalisation of the three discriminators (as in the paper).
+        learning_rate: Adam learning rate of both optimisers (2e-4, betas 0.5, 0.999 as in the authors' code).
+        random_state: Seed of initialisation, latent draws, shuffling and the validation split.
+    """
+
+    automatic_optimization: ClassVar[bool] = False
+    monitor: ClassVar[str] = "val_reconstruction"
+    tiny_params: ClassVar[dict[str, Any]] = {"width": 16, "latent_dim": 32, "learning_rate": 1e-3}
+    tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 12, "batch_size": 16}
+
+    def __init__(
+        self,
+        width: int = 32,
+        latent_dim: int = 100,
+        spectral_norm: bool = True,
+        learning_rate: float = 2e-4,
+        random_state: int | None = 0,
+    ) -> None:
+        self.width = width
+        self.latent_dim = latent_dim
+        self.spectral_norm = spectral_norm
+        self.learning_rate = learning_rate
+        self.random_state = random_state
+
+    def _build(self, input_shape: tuple[int, ...], fitted: dict[str, Any]) -> None:
+        channels, side = check_square(self.name, input_shape)
+        stage_plan(side, self.width, owner=self.name)
+        self.network_ = AladNet(channels, side, self.width, self.latent_dim, spectral=bool(self.spectral_norm))
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Encoder, generator and the three discriminators (one module)."""
+        return {"network": self.network_} if hasattr(self, "network_") else {}
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Adam for E + G and Adam for the three discriminators."""
+        net, betas = self.network_, (0.5, 0.999)
+        return {
+            "generator": torch.optim.Adam(net.generator_parameters(), lr=self.learning_rate, betas=betas),
+            "discriminator": torch.optim.Adam(net.discriminator_parameters(), lr=self.learning_rate, betas=betas),
+        }
+
+    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Tensor]:
+        """An E + G step, then a discriminator step, on one batch of normals."""
+        images = batch[0]
+        latent = torch.randn(len(images), self.latent_dim, device=images.device)
+        d_loss, g_loss = adversarial_losses(self.network_, images, latent)
+        optimizers["generator"].zero_grad(set_to_none=True)
+        g_loss.backward()
+        optimizers["generator"].step()
+        optimizers["discriminator"].zero_grad(set_to_none=True)
+        d_loss.backward()
+        optimizers["discriminator"].step()
+        return {"generator_loss": g_loss.detach(), "discriminator_loss": d_loss.detach()}
+
+    def validation_loss(self, batch: Any) -> Tensor:
+        """Per-image mean |x - G(E(x))| of held-out normals."""
+        images = batch[0]
+        return feature_distance(images, self.network_(images), "l1")
+
+    def _score_batch(self, images: Tensor) -> Prediction:
+        self.network_.eval()
+        images = images.to(self.device)
+        scores, reconstruction = feature_matching_score(self.network_, images)
+        return Prediction(
+            scores=scores,
+            anomaly_maps=residual_map(images, reconstruction),
+            extras={"reconstruction": reconstruction},
+        )

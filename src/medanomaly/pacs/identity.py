@@ -1,0 +1,161 @@
+"""What every result object shares: the source images, the algorithm's identity and deterministic UIDs.
+
+Result UIDs are derived from the source series, the model (method, version, creation time) and the kind of
+result, so scoring and sending the same study twice produces the same SOP Instance UIDs and the PACS keeps one
+copy (pydicom ``generate_uid`` with ``entropy_srcs``: a SHA-512 hash under pydicom's UID root).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medanomaly import __version__
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+    from medanomaly.mapping import Finding
+    from medanomaly.pipeline import StudyResult
+
+MANUFACTURER = "medanomaly"
+#: Patient and study attributes every result object carries (Type 2: present, possibly empty).
+TYPE2_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+#: Series numbers of the result series (high, to stay clear of the modality's own numbering).
+SERIES_NUMBERS = {"sr": 9901, "seg": 9902, "sc": 9903, "pdf": 9904}
+
+
+@dataclass(frozen=True)
+class ResultContext:
+    """Source images and model identity of one scored series.
+
+    Attributes:
+        sources: Source image headers (pixel data not needed), one per slice in the order of the result's
+            slices; for a multi-frame source, the single dataset.
+        method: Registered detector name.
+        model_version: Model version (incremented by recalibration).
+        model_created: Creation time of the model (tells two models of the same version apart).
+    """
+
+    sources: tuple[Dataset, ...]
+    method: str
+    model_version: int
+    model_created: str = ""
+
+    @classmethod
+    def from_result(cls, result: StudyResult, sources: list[Dataset], created: str = "") -> ResultContext:
+        """Context of a pipeline result and its source headers (copies, with missing Type 2 attributes added)."""
+        return cls(
+            tuple(with_type2_attributes(ds) for ds in sources),
+            str(result.model.get("method", "unknown")),
+            int(result.model.get("version", 0)),
+            created,
+        )
+
+    @property
+    def first(self) -> Dataset:
+        """The first source image (patient and study attributes are taken from it)."""
+        return self.sources[0]
+
+    @property
+    def multiframe(self) -> bool:
+        """True when one multi-frame dataset holds all slices."""
+        return len(self.sources) == 1 and int(self.first.get("NumberOfFrames") or 1) > 1
+
+    @property
+    def algorithm_name(self) -> str:
+        """Human name of the algorithm, e.g. ``medanomaly conv_ae``."""
+        return f"{MANUFACTURER} {self.method}"
+
+    @property
+    def algorithm_version(self) -> str:
+        """Package and model version, e.g. ``0.1.0 model v2``."""
+        return f"{__version__} model v{self.model_version}"
+
+    def uid(self, *parts: Any) -> str:
+        """Deterministic UID from the source series, the model identity and ``parts``."""
+        from pydicom.uid import generate_uid
+
+        entropy = [str(self.first.SeriesInstanceUID), self.method, str(self.model_version), self.model_created]
+        return str(generate_uid(entropy_srcs=entropy + [str(part) for part in parts]))
+
+    def series_uid(self, kind: str) -> str:
+        """Series Instance UID of the result series of ``kind`` (``sr``, ``seg``, ``sc``, ``pdf``)."""
+        return self.uid(kind, "series")
+
+    def instance_uid(self, kind: str, index: int = 0) -> str:
+        """SOP Instance UID of the ``index``-th instance of the result series of ``kind``."""
+        return self.uid(kind, "instance", index)
+
+    def slice_source(self, slice_index: int) -> tuple[Dataset, int | None]:
+        """Source dataset of a slice and its 1-based frame number (None for single-frame images)."""
+        if self.multiframe:
+            return self.first, slice_index + 1
+        return self.sources[slice_index], None
+
+    def common(self, kind: str, index: int = 0) -> dict[str, Any]:
+        """Keyword arguments every highdicom SOP class constructor takes for a result of ``kind``."""
+        return {
+            "series_instance_uid": self.series_uid(kind),
+            "series_number": SERIES_NUMBERS[kind],
+            "sop_instance_uid": self.instance_uid(kind, index),
+            "instance_number": index + 1,
+            "manufacturer": MANUFACTURER,
+        }
+
+
+def with_type2_attributes(source: Dataset) -> Dataset:
+    """A copy of a source header with the patient/study attributes results must carry, empty when absent.
+
+    De-identified files often drop Type 2 attributes such as PatientBirthDate; highdicom copies them from the
+    source and fails without them.
+    """
+    copied = copy.deepcopy(source)
+    for keyword in TYPE2_KEYWORDS:
+        if keyword not in copied:
+            setattr(copied, keyword, "")
+    return copied
+
+
+def to_source_box(result: StudyResult, finding: Finding) -> tuple[float, float, float, float]:
+    """A finding's bounding box from the model grid to source pixel coordinates.
+
+    Returns:
+        (row0, col0, row1, col1) in source-image pixels (continuous, half-open box edges).
+    """
+    geometry = result.geometry
+    top, left = geometry.offset
+    scale_r = geometry.original_shape[0] / geometry.resized_shape[0]
+    scale_c = geometry.original_shape[1] / geometry.resized_shape[1]
+    row0, col0, row1, col1 = finding.bbox
+    box = ((row0 - top) * scale_r, (col0 - left) * scale_c, (row1 - top) * scale_r, (col1 - left) * scale_c)
+    height, width = geometry.original_shape
+    return tuple(float(np.clip(v, 0, limit)) for v, limit in zip(box, (height, width, height, width), strict=True))
+
+
+def original_maps(result: StudyResult) -> np.ndarray:
+    """The filtered anomaly maps resampled onto the source slices' pixel grid.
+
+    Returns:
+        (S, H, W) float32, same values as the model-space maps (bilinear).
+
+    Raises:
+        ValueError: The method produces no anomaly map.
+    """
+    if result.anomaly_maps is None:
+        msg = f"{result.model.get('method')}: the method produces no anomaly map; no SEG or heat-map can be made"
+        raise ValueError(msg)
+    return result.geometry.to_original(np.asarray(result.anomaly_maps, dtype=np.float32), order=1)

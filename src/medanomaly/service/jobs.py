@@ -1,0 +1,215 @@
+"""Background scoring: one worker thread takes queued studies from the database, oldest first.
+
+The queue *is* the ``studies`` table (status ``queued`` -> ``scoring`` -> ``done``/``failed``), so queued work
+survives a restart; a study left ``scoring`` by a crash is queued again at start-up. Reading goes through
+:func:`medanomaly.io.read_study` and scoring through :func:`medanomaly.pipeline.score_study` (the path the CLI
+uses). For progress, the detector call is split into chunks of slices and ``progress_done``/``progress_total``
+(slice k of S) are written after each chunk; the map filter and the volume score still see the whole volume.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from medanomaly.errors import MedanomalyError
+from medanomaly.io import read_study
+from medanomaly.model import Model
+from medanomaly.pipeline import score_study
+from medanomaly.service import audit
+from medanomaly.service.db import Result, Study, utcnow
+from medanomaly.service.imaging import finding_box, save_arrays
+from medanomaly.service.model_store import ModelStore
+from medanomaly.service.settings import Settings
+from medanomaly.types import Prediction
+
+logger = logging.getLogger(__name__)
+_EXPECTED = (MedanomalyError, ValueError, OSError, RuntimeError, KeyError, MemoryError)
+
+
+class _ChunkedDetector:
+    """Wraps a detector so that ``score`` runs over chunks of slices and reports (done, total) after each."""
+
+    def __init__(self, inner: Any, report: Callable[[int, int], None], n_chunks: int = 20) -> None:
+        self._inner = inner
+        self._report = report
+        self._n_chunks = n_chunks
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def score(self, images: torch.Tensor, batch_size: int = 64) -> Prediction:
+        total = len(images)
+        chunk = max(1, -(-total // self._n_chunks))
+        parts = []
+        for start in range(0, total, chunk):
+            parts.append(self._inner.score(images[start : start + chunk], batch_size=batch_size))
+            self._report(min(total, start + chunk), total)
+        maps = None if parts[0].anomaly_maps is None else torch.cat([p.anomaly_maps for p in parts])
+        extras = {key: torch.cat([p.extras[key] for p in parts]) for key in parts[0].extras}
+        return Prediction(torch.cat([p.scores for p in parts]), maps, extras)
+
+
+def with_progress(model: Model, report: Callable[[int, int], None]) -> Model:
+    """The same model whose detector reports scoring progress (nothing else changes)."""
+    return Model(
+        _ChunkedDetector(model.detector, report),
+        model.preprocessing,
+        model.postprocessing,  # type: ignore[arg-type]
+        model.threshold,
+        model.info,
+    )
+
+
+class JobRunner:
+    """Scores queued studies in a background thread.
+
+    Args:
+        session_factory: Makes database sessions.
+        store: The served models.
+        settings: Data directory and polling interval.
+    """
+
+    def __init__(self, session_factory: sessionmaker[Session], store: ModelStore, settings: Settings) -> None:
+        self.session_factory = session_factory
+        self.store = store
+        self.settings = settings
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def recover(self) -> int:
+        """Queue again the studies a previous run left half-scored; returns how many."""
+        with self.session_factory() as db:
+            ids = list(db.scalars(select(Study.id).where(Study.status == "scoring")))
+            for study_id in ids:
+                db.execute(update(Study).where(Study.id == study_id).values(status="queued", progress_done=0))
+                audit.record(db, None, "job.requeue", f"study:{study_id}", reason="interrupted by a restart")
+            db.commit()
+        return len(ids)
+
+    def start(self) -> None:
+        """Start the worker thread (daemon)."""
+        self.recover()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="medanomaly-scoring", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the worker to finish its current study and stop."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def wake(self) -> None:
+        """Tell the worker that a study was queued."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.run_pending(max_jobs=1)
+            except Exception:  # the worker must outlive any single failure; details are in the study row
+                logger.exception("scoring worker error")
+                worked = 0
+            if not worked:
+                self._wake.wait(self.settings.poll_seconds)
+                self._wake.clear()
+
+    def run_pending(self, max_jobs: int | None = None) -> int:
+        """Score queued studies in this thread until none is left (or ``max_jobs``); returns how many ran."""
+        count = 0
+        while max_jobs is None or count < max_jobs:
+            study_id = self._claim()
+            if study_id is None:
+                break
+            self.process(study_id)
+            count += 1
+        return count
+
+    def _claim(self) -> int | None:
+        with self.session_factory() as db:
+            for study_id in db.scalars(select(Study.id).where(Study.status == "queued").order_by(Study.queued_at)):
+                claimed = db.execute(
+                    update(Study)
+                    .where(Study.id == study_id, Study.status == "queued")
+                    .values(status="scoring", started_at=utcnow(), progress_done=0, error=None)
+                )
+                db.commit()
+                if claimed.rowcount == 1:
+                    return study_id
+        return None
+
+    def _progress(self, study_id: int) -> Callable[[int, int], None]:
+        def report(done: int, total: int) -> None:
+            with self.session_factory() as db:
+                db.execute(update(Study).where(Study.id == study_id).values(progress_done=done, progress_total=total))
+                db.commit()
+
+        return report
+
+    def process(self, study_id: int) -> None:
+        """Score one claimed study and store its result, or mark it failed with the reason."""
+        started = time.perf_counter()
+        with self.session_factory() as db:
+            study = db.get(Study, study_id)
+            try:
+                self._score(db, study, started)
+            except _EXPECTED as error:
+                db.rollback()
+                study = db.get(Study, study_id)
+                reason = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+                study.status, study.error, study.finished_at = "failed", str(reason), utcnow()
+                audit.record(db, None, "job.failed", f"study:{study_id}", error=type(error).__name__)
+                db.commit()
+                logger.warning("study %d failed: %s", study_id, type(error).__name__)
+
+    def _score(self, db: Session, study: Study, started: float) -> None:
+        version = self.store.active(db, study.model_name)
+        if version is None:
+            problem = self.store.errors.get(study.model_name, "it is not served or its directory is gone")
+            raise MedanomalyError(f"model {study.model_name!r} unavailable: {problem}")
+        model = self.store.load(version)
+        raw = read_study(self.settings.data_dir / study.input_path, color=model.preprocessing.channels == 3)
+        read_seconds = time.perf_counter() - started
+        db.execute(update(Study).where(Study.id == study.id).values(progress_total=raw.n_slices))
+        db.commit()
+        result = score_study(with_progress(model, self._progress(study.id)), raw)
+        arrays = save_arrays(
+            self.settings.data_dir / "studies" / study.uid / f"result-v{version.version}.npz", raw, result, model
+        )
+        geometry = result.geometry.to_dict()
+        findings = [{**f.to_dict(), "box": finding_box(f.to_dict(), geometry)} for f in result.findings]
+        db.refresh(study)
+        db.add(
+            Result(
+                study_id=study.id,
+                model_version_id=version.id,
+                score=result.score,
+                threshold=result.threshold,
+                abnormal=result.abnormal,
+                label=result.label,
+                slice_scores=[float(s) for s in result.slice_scores],
+                findings=findings,
+                extras=sorted(k for k in result.extras if k in ("reconstruction", "translation")),
+                arrays_path=str(arrays.relative_to(self.settings.data_dir)),
+                timings={
+                    "read_s": round(read_seconds, 4),
+                    "score_s": round(result.seconds, 4),
+                    "total_s": round(time.perf_counter() - started, 4),
+                },
+            )
+        )
+        study.status, study.finished_at, study.progress_done = "done", utcnow(), raw.n_slices
+        audit.record(db, None, "job.done", f"study:{study.id}", model=version.label, abnormal=result.abnormal)
+        db.commit()
+        logger.info("study %d scored by %s in %.2f s", study.id, version.label, time.perf_counter() - started)

@@ -1,0 +1,89 @@
+"""Service settings, read from ``MEDANOMALY_*`` environment variables or given by ``medanomaly serve`` flags."""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_SECRET_FILE = "secret_key"
+_DB_FILE = "medanomaly.db"
+
+
+class Settings(BaseSettings):
+    """Everything the web service needs to know at start-up.
+
+    Attributes:
+        data_dir: Folder holding uploads, result arrays, reports, the SQLite database and the session secret.
+        db_url: SQLAlchemy URL; default ``sqlite:///<data_dir>/medanomaly.db`` (a PostgreSQL URL works too).
+        model_dirs: Model directories to serve, each ``DIR`` or ``NAME=DIR``; the first is the default model.
+        device: Torch device for scoring (``cpu``, ``auto``, ``cuda``).
+        max_upload_mb: Largest accepted upload, in MiB.
+        max_archive_files: Most members a zip upload may hold.
+        max_uncompressed_mb: Largest total uncompressed size of a zip upload, in MiB.
+        max_compression_ratio: Largest uncompressed/compressed size ratio of a zip (zip-bomb guard).
+        secret_key: Signs session cookies; default: a random key kept in ``<data_dir>/secret_key``.
+        session_hours: Session lifetime.
+        https_only: Mark the session cookie ``Secure`` (set it behind HTTPS).
+        password_time_cost: Argon2 time cost.
+        password_memory_kib: Argon2 memory cost in KiB.
+        start_worker: Run the background scoring worker (tests may turn it off and run jobs by hand).
+        poll_seconds: How often the worker looks for queued jobs besides being woken up.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MEDANOMALY_", frozen=True)
+
+    data_dir: Path = Path("medanomaly-data")
+    db_url: str | None = None
+    model_dirs: tuple[str, ...] = ()
+    device: str = "cpu"
+    max_upload_mb: float = Field(512.0, gt=0)
+    max_archive_files: int = Field(4000, gt=0)
+    max_uncompressed_mb: float = Field(4096.0, gt=0)
+    max_compression_ratio: float = Field(200.0, gt=1)
+    secret_key: str | None = None
+    session_hours: float = Field(12.0, gt=0)
+    https_only: bool = False
+    password_time_cost: int = Field(3, ge=1)
+    password_memory_kib: int = Field(65536, ge=8)
+    start_worker: bool = True
+    poll_seconds: float = Field(2.0, gt=0)
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL in force."""
+        return self.db_url or f"sqlite:///{(self.data_dir / _DB_FILE).resolve()}"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """``max_upload_mb`` in bytes."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_uncompressed_bytes(self) -> int:
+        """``max_uncompressed_mb`` in bytes."""
+        return int(self.max_uncompressed_mb * 1024 * 1024)
+
+    @cached_property
+    def session_secret(self) -> str:
+        """``secret_key``, or a random key created once and kept (mode 0600) in the data directory."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / _SECRET_FILE
+        if not path.is_file():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+def parse_model_spec(spec: str) -> tuple[str, Path]:
+    """``NAME=DIR`` or ``DIR`` (name = the folder's name) -> (name, path)."""
+    name, sep, path = spec.partition("=")
+    if sep and name and "/" not in name:
+        return name.strip(), Path(path.strip())
+    folder = Path(spec)
+    return (folder.resolve().name or "model"), folder
