@@ -15,21 +15,21 @@ DATA_ROOT="${DATA_ROOT:-$(dirname "$REPO")/shared/data}"
 OUT="${1:-$(dirname "$REPO")/bench_runs/full}"
 shift $(( $# > 0 ? 1 : 0 ))
 
-# Methods in the table, in column order. Only methods registered when this was written are enabled;
-# add each new one here once `medanomaly bench --tiny` passes for it.
+# Methods in the table, in row order. Enabled: the methods registered on 2026-11-23, each of which went through
+# `medanomaly bench --tiny` on a 32 px phantom set. Add each new method once that smoke run passes for it.
 METHODS=(
     conv_ae
-    # patchcore          # pretrained-feature baselines (add: PARAMS+=(--param patchcore.preprocessing.resolution=224))
+    perceptual_ae
+    anomalypro           # learns from a mixed set: --mixed-fraction of the train normals + all train abnormals, unlabelled
+    anatpaste
+    firefly_svm          # supervised (labelled train abnormals): marked with a dagger in the table
+    cnn_classifier       # supervised upper reference
+    # patchcore          # pretrained-feature baselines (e.g. PARAMS+=(--param patchcore.preprocessing.resolution=224))
     # padim
     # fanogan            # GAN baselines
     # ganomaly
     # alad
     # alocc
-    # perceptual_ae      # AnomalyPro family
-    # anomalypro         # needs a mixed set: gets --mixed-fraction of the train normals + all train abnormals
-    # cnn_classifier     # supervised upper reference: trains on labelled train abnormals
-    # anatpaste
-    # firefly_svm
 )
 
 # Per-method settings (METHOD.KEY=VALUE, METHOD.preprocessing.FIELD=VALUE, METHOD.train.FIELD=VALUE).

@@ -148,7 +148,12 @@ def train_model(
             mixed=mixed.images if "mixed" in detector.needs else None,
             trainer=Trainer(options.train),
         )
-    model = Model(detector, options.preprocessing, options.postprocessing, info=_info(index, plan, options))
+    used = replace(
+        plan,
+        abnormal=plan.abnormal if "abnormal" in detector.needs else [],
+        mixed=plan.mixed if "mixed" in detector.needs else [],
+    )
+    model = Model(detector, options.preprocessing, options.postprocessing, info=_info(index, used, options))
     if tuning is not None:
         model.info["tuning"] = tuning
     cal_normal = load(plan.calibration_normal, "calibration")
@@ -160,7 +165,7 @@ def train_model(
         model.info["path"] = str(out)
         model.save(out)
     failures = [f for loaded in (normal, abnormal, mixed, cal_normal, cal_abnormal) for f in loaded.failures]
-    return TrainingReport(model, plan, failures, time.monotonic() - started)
+    return TrainingReport(model, used, failures, time.monotonic() - started)
 
 
 def _needs_abnormal(spec: str | None) -> bool:
