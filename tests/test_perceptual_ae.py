@@ -1,4 +1,5 @@
 import json
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from medanomaly.detectors.perceptual_ae import (
     PerceptualDistance,
     ProgressiveAutoencoderNet,
     progress_at,
+    progress_at_phase,
     tune_perceptual_ae,
 )
 from medanomaly.features import FeatureExtractor
@@ -57,6 +59,16 @@ def test_schedule_grows_to_the_last_stage_with_alpha_ramping_up() -> None:
         assert alphas[0] == 0.0 and alphas[-1] == 1.0
         assert all(a <= b for a, b in zip(alphas, alphas[1:], strict=False))  # monotone fade-in
     assert progress_at(10_000, 100, 4) == (3, 1.0)
+
+
+def test_a_time_budget_pulls_the_growth_forward() -> None:
+    detector = create("perceptual_ae", **TINY)
+    detector._build((1, 32, 32), {"stage_images": 1e9})  # by images alone, growth would never happen
+    detector._budget_seconds, detector._started = 60.0, time.monotonic() - 40.0  # 2/3 of a 1-minute budget used
+    stage, alpha = progress_at_phase(detector._phase(), detector.network_.n_stages)
+    assert (stage, alpha) == (2, 1.0)  # growth is due by half the budget
+    detector._budget_seconds = None
+    assert progress_at_phase(detector._phase(), detector.network_.n_stages) == (0, 1.0)
 
 
 def test_network_at_every_stage_and_alpha_zero_is_the_previous_stage() -> None:

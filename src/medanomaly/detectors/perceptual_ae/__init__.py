@@ -1,6 +1,6 @@
 from medanomaly.detectors.perceptual_ae.detector import PerceptualAutoencoder
 from medanomaly.detectors.perceptual_ae.loss import PerceptualDistance
-from medanomaly.detectors.perceptual_ae.network import ProgressiveAutoencoderNet, progress_at
+from medanomaly.detectors.perceptual_ae.network import ProgressiveAutoencoderNet, progress_at, progress_at_phase
 from medanomaly.detectors.perceptual_ae.tuning import TuningResult, tune_perceptual_ae
 
 __all__ = [
@@ -9,5 +9,6 @@ __all__ = [
     "ProgressiveAutoencoderNet",
     "TuningResult",
     "progress_at",
+    "progress_at_phase",
     "tune_perceptual_ae",
 ]

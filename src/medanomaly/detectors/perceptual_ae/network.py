@@ -117,7 +117,11 @@ def progress_at(images_seen: int, stage_images: float, n_stages: int) -> tuple[i
     Returns:
         (stage in [0, n_stages - 1], alpha in [0, 1]).
     """
-    phase = images_seen / max(stage_images, 1e-9)
+    return progress_at_phase(images_seen / max(stage_images, 1e-9), n_stages)
+
+
+def progress_at_phase(phase: float, n_stages: int) -> tuple[int, float]:
+    """Stage and fade-in weight at ``phase`` (>= 0) measured in stage lengths (see :func:`progress_at`)."""
     stage = min(int(phase), n_stages - 1)
     if stage == 0:
         return 0, 1.0
