@@ -41,7 +41,13 @@ logger = logging.getLogger("patchcore_speed")
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+    """Peak resident memory of this process (VmHWM; ru_maxrss would include the parent's peak after fork/exec)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def _budget(minutes: float) -> None:
@@ -125,6 +131,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit-train", type=int, default=0, help="use only the first N train normals (0 = all)")
     parser.add_argument("--max-minutes", type=float, default=30.0, help="abort when fitting + scoring take longer")
     parser.add_argument("--out", default=None, help="also write the JSON result here")
+    parser.add_argument("--keep-model", default=None, help="save the fitted model here (default: a temporary folder)")
     parser.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--score-only", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="pc_speed_") as tmp:
-        args.model_dir = str(Path(tmp) / "model")
+        args.model_dir = args.keep_model or str(Path(tmp) / "model")
         result = {"method": args.method, "resolution": args.resolution, "cpus": os.cpu_count(), **fit(args)}
         child = [sys.executable, __file__, "--score-only", "--model-dir", args.model_dir, "--data", args.data,
                  "--batch-size", str(args.batch_size), "--max-minutes", str(args.max_minutes)]  # fmt: skip

@@ -8,6 +8,10 @@ from medanomaly.detectors import firefly_svm  # noqa: F401
 from medanomaly.detectors import anatpaste  # noqa: F401
 from medanomaly.detectors import patchcore  # noqa: F401
 from medanomaly.detectors import padim  # noqa: F401
+from medanomaly.detectors import fanogan  # noqa: F401
+from medanomaly.detectors import ganomaly  # noqa: F401
+from medanomaly.detectors import alad  # noqa: F401
+from medanomaly.detectors import alocc  # noqa: F401
 from medanomaly.detectors.base import BaseDetector
 
 __all__ = ["BaseDetector"]

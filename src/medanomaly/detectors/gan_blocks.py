@@ -16,6 +16,8 @@ norm-free variants that are clearer written out than configured.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
@@ -193,6 +195,36 @@ class StepCounter(nn.Module):
     def value(self, name: str) -> int:
         """The current count of ``name``."""
         return int(getattr(self, name))
+
+
+class WeightAverage(nn.Module):
+    """An exponential moving average (EMA) of a network's weights, for scoring with smoothed GAN weights.
+
+    Averaging the weights of an adversarial game damps its step-to-step swings (Yazıcı et al., "The unusual
+    effectiveness of averaging in GAN training", ICLR 2019, https://arxiv.org/abs/1806.04498). The decay warms up as
+    ``min(decay, (1 + t) / (10 + t))`` after t updates (TensorFlow's ``ExponentialMovingAverage`` with
+    ``num_updates``), so a short run is not dominated by the initial weights. Buffers (batch-norm statistics,
+    spectral-norm vectors) are copied, not averaged.
+
+    Args:
+        network: The network to track; a frozen copy of it is the starting average.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = copy.deepcopy(network).requires_grad_(False)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, source: nn.Module, decay: float) -> None:
+        """Move the average towards ``source`` (same architecture); ``decay`` in [0, 1), 0 copies ``source``."""
+        step = float(self.steps)
+        rate = 1.0 - min(decay, (1.0 + step) / (10.0 + step))
+        for mean, value in zip(self.network.parameters(), source.parameters(), strict=True):
+            mean.lerp_(value, rate)
+        for mean, value in zip(self.network.buffers(), source.buffers(), strict=True):
+            mean.copy_(value)
+        self.steps.add_(1)
 
 
 def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor) -> Tensor:

@@ -21,6 +21,9 @@ from medanomaly.features.fast import OnnxRunner, build_runner, onnxruntime_avail
 
 logger = logging.getLogger(__name__)
 _RUNTIMES = ("auto", "torch", "onnx")
+#: Images per ONNX Runtime call: its memory arena grows with the batch (~0.8 GB at 32 x 224 px, ~0.25 GB at 8)
+#: and small batches ran no slower per image on 2 cores.
+_ONNX_CHUNK = 8
 
 
 class FeatureExtractor(nn.Module):
@@ -113,7 +116,9 @@ class FeatureExtractor(nn.Module):
             raise ValueError(msg)
         x = images.to(self.mean.dtype).expand(-1, 3, -1, -1) if images.shape[1] == 1 else images.to(self.mean.dtype)
         if self._use_onnx(x):
-            return self._runner(tuple(int(size) for size in x.shape[1:]))(x)
+            runner = self._runner(tuple(int(size) for size in x.shape[1:]))
+            parts = [runner(x[start : start + _ONNX_CHUNK]) for start in range(0, len(x), _ONNX_CHUNK)]
+            return [torch.cat(layer) if len(parts) > 1 else layer[0] for layer in zip(*parts, strict=True)]
         x = (x - self.mean) / self.std
         if x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)

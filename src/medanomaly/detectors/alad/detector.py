@@ -5,9 +5,11 @@ https://arxiv.org/abs/1812.02288.
 
 Each training step updates E and G against the three discriminators D_xz, D_xx, D_zz, then the discriminators. The
 score is the L1 distance between D_xx's penultimate features of (x, x) and (x, G(E(x))) (the paper's feature-matching
-score); the map is |x - G(E(x))|. Early stopping and the best epoch use the mean L1 reconstruction error
-|x - G(E(x))| of held-out normals, which the cycle-consistency discriminator drives down as training converges
-(the feature-matching score itself is not comparable across epochs: D_xx's features change).
+score); the map is |x - G(E(x))|. As in the authors' code, scoring uses an exponential moving average (EMA) of the
+weights, updated after every step: the adversarial game makes the raw weights, and a score computed from D_xx's
+features, swing from one step to the next. Early stopping and the best epoch use the mean L1 reconstruction error
+|x - G(E(x))| of held-out normals under the EMA weights, which the cycle-consistency discriminator drives down as
+training converges (the feature-matching score itself is not comparable across epochs: D_xx's features change).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from medanomaly.detectors.alad.network import AladNet, adversarial_losses, feature_matching_score
-from medanomaly.detectors.gan_blocks import check_square, feature_distance, residual_map, stage_plan
+from medanomaly.detectors.gan_blocks import WeightAverage, check_square, feature_distance, residual_map, stage_plan
 from medanomaly.detectors.torch_base import TorchDetector
 from medanomaly.registry import register
 from medanomaly.types import Prediction
@@ -33,13 +35,15 @@ class Alad(TorchDetector):
             are ``8 * width`` wide.
         latent_dim: Size of z (100 in the paper's image experiments); the prior is N(0, I).
         spectral_norm: Spectral normalisation of the three discriminators (as in the paper).
+        ema_decay: Decay of the weights' moving average used for scoring (0.999 as in the authors' code; warmed up
+            as ``min(ema_decay, (1 + t) / (10 + t))`` after t steps); 0 scores with the last weights.
         learning_rate: Adam learning rate of both optimisers (2e-4, betas 0.5, 0.999 as in the authors' code).
         random_state: Seed of initialisation, latent draws, shuffling and the validation split.
     """
 
     automatic_optimization: ClassVar[bool] = False
     monitor: ClassVar[str] = "val_reconstruction"
-    tiny_params: ClassVar[dict[str, Any]] = {"width": 16, "latent_dim": 32, "learning_rate": 1e-3}
+    tiny_params: ClassVar[dict[str, Any]] = {"width": 8, "latent_dim": 32, "learning_rate": 1e-3}
     tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 12, "batch_size": 16}
 
     def __init__(
@@ -47,23 +51,29 @@ class Alad(TorchDetector):
         width: int = 32,
         latent_dim: int = 100,
         spectral_norm: bool = True,
+        ema_decay: float = 0.999,
         learning_rate: float = 2e-4,
         random_state: int | None = 0,
     ) -> None:
         self.width = width
         self.latent_dim = latent_dim
         self.spectral_norm = spectral_norm
+        self.ema_decay = ema_decay
         self.learning_rate = learning_rate
         self.random_state = random_state
 
     def _build(self, input_shape: tuple[int, ...], fitted: dict[str, Any]) -> None:
         channels, side = check_square(self.name, input_shape)
         stage_plan(side, self.width, owner=self.name)
+        if not 0.0 <= self.ema_decay < 1.0:
+            msg = f"alad: ema_decay must be in [0, 1), got {self.ema_decay}"
+            raise ValueError(msg)
         self.network_ = AladNet(channels, side, self.width, self.latent_dim, spectral=bool(self.spectral_norm))
+        self.average_ = WeightAverage(self.network_)
 
     def modules(self) -> dict[str, nn.Module]:
-        """Encoder, generator and the three discriminators (one module)."""
-        return {"network": self.network_} if hasattr(self, "network_") else {}
+        """The trained networks and their moving average (used for scoring)."""
+        return {"network": self.network_, "average": self.average_} if hasattr(self, "network_") else {}
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Adam for E + G and Adam for the three discriminators."""
@@ -84,17 +94,18 @@ class Alad(TorchDetector):
         optimizers["discriminator"].zero_grad(set_to_none=True)
         d_loss.backward()
         optimizers["discriminator"].step()
+        self.average_.update(self.network_, self.ema_decay)
         return {"generator_loss": g_loss.detach(), "discriminator_loss": d_loss.detach()}
 
     def validation_loss(self, batch: Any) -> Tensor:
-        """Per-image mean |x - G(E(x))| of held-out normals."""
+        """Per-image mean |x - G(E(x))| of held-out normals (moving-average weights)."""
         images = batch[0]
-        return feature_distance(images, self.network_(images), "l1")
+        return feature_distance(images, self.average_.network(images), "l1")
 
     def _score_batch(self, images: Tensor) -> Prediction:
-        self.network_.eval()
+        self.average_.eval()
         images = images.to(self.device)
-        scores, reconstruction = feature_matching_score(self.network_, images)
+        scores, reconstruction = feature_matching_score(self.average_.network, images)
         return Prediction(
             scores=scores,
             anomaly_maps=residual_map(images, reconstruction),

@@ -17,7 +17,15 @@ import torch
 from torch import Tensor, nn
 
 from medanomaly.detectors.alocc.network import AloccNet, alocc_losses, alocc_score, discriminator_loss
-from medanomaly.detectors.gan_blocks import adam, check_square, feature_distance, residual_map, stage_plan
+from medanomaly.detectors.gan_blocks import (
+    NORMS,
+    WeightAverage,
+    adam,
+    check_square,
+    feature_distance,
+    residual_map,
+    stage_plan,
+)
 from medanomaly.detectors.torch_base import TorchDetector
 from medanomaly.registry import register
 from medanomaly.types import Prediction
@@ -35,6 +43,11 @@ class Alocc(TorchDetector):
         noise_std: Standard deviation sigma of the Gaussian noise added to R's training inputs (images in [0, 1]).
         reconstruction_weight: Weight lambda of R's reconstruction term (per-pixel mean error).
         reconstruction_loss: ``l2`` (the paper's) or ``l1``.
+        discriminator_norm: Normalisation in D, ``layer`` (default), ``batch`` (the paper's DCGAN choice) or ``none``.
+            D's eval-mode output is the score, and batch norm's running statistics mix all-real and all-fake
+            batches, so an eval-mode D with batch norm is not the D that was trained.
+        ema_decay: Decay of the weights' moving average used for scoring (see :class:`WeightAverage`); 0 scores with
+            the last weights, as the paper does.
         learning_rate: Adam learning rate of both networks (betas 0.5, 0.999).
         random_state: Seed of initialisation, noise, shuffling and the validation split.
     """
@@ -42,7 +55,7 @@ class Alocc(TorchDetector):
     automatic_optimization: ClassVar[bool] = False
     monitor: ClassVar[str] = "val_reconstruction"
     tiny_params: ClassVar[dict[str, Any]] = {"width": 16, "latent_dim": 32, "learning_rate": 1e-3}
-    tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 12, "batch_size": 16}
+    tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 16, "batch_size": 16}
 
     def __init__(
         self,
@@ -51,6 +64,8 @@ class Alocc(TorchDetector):
         noise_std: float = 0.1,
         reconstruction_weight: float = 10.0,
         reconstruction_loss: str = "l2",
+        discriminator_norm: str = "layer",
+        ema_decay: float = 0.999,
         learning_rate: float = 2e-4,
         random_state: int | None = 0,
     ) -> None:
@@ -59,21 +74,28 @@ class Alocc(TorchDetector):
         self.noise_std = noise_std
         self.reconstruction_weight = reconstruction_weight
         self.reconstruction_loss = reconstruction_loss
+        self.discriminator_norm = discriminator_norm
+        self.ema_decay = ema_decay
         self.learning_rate = learning_rate
         self.random_state = random_state
 
     def _build(self, input_shape: tuple[int, ...], fitted: dict[str, Any]) -> None:
-        if self.reconstruction_loss not in _LOSSES or self.noise_std < 0:
-            msg = f"alocc: reconstruction_loss must be one of {_LOSSES} and noise_std >= 0, got "
-            msg += f"{self.reconstruction_loss!r}, {self.noise_std}"
+        valid = self.reconstruction_loss in _LOSSES and self.discriminator_norm in NORMS
+        if not valid or self.noise_std < 0 or not 0.0 <= self.ema_decay < 1.0:
+            msg = (
+                f"alocc: need reconstruction_loss in {_LOSSES}, discriminator_norm in {NORMS}, noise_std >= 0 and "
+                f"0 <= ema_decay < 1; got {self.reconstruction_loss!r}, {self.discriminator_norm!r}, "
+                f"{self.noise_std}, {self.ema_decay}"
+            )
             raise ValueError(msg)
         channels, side = check_square(self.name, input_shape)
         stage_plan(side, self.width, owner=self.name)
-        self.network_ = AloccNet(channels, side, self.width, self.latent_dim)
+        self.network_ = AloccNet(channels, side, self.width, self.latent_dim, self.discriminator_norm)
+        self.average_ = WeightAverage(self.network_)
 
     def modules(self) -> dict[str, nn.Module]:
-        """Reconstructor and discriminator (one module)."""
-        return {"network": self.network_} if hasattr(self, "network_") else {}
+        """Reconstructor and discriminator (one module) and their moving average (used for scoring)."""
+        return {"network": self.network_, "average": self.average_} if hasattr(self, "network_") else {}
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Adam for R and Adam for D."""
@@ -97,15 +119,16 @@ class Alocc(TorchDetector):
         optimizers["discriminator"].zero_grad(set_to_none=True)
         d_loss.backward()
         optimizers["discriminator"].step()
+        self.average_.update(self.network_, self.ema_decay)
         return {**{key: value.detach() for key, value in losses.items()}, "discriminator_loss": d_loss.detach()}
 
     def validation_loss(self, batch: Any) -> Tensor:
         """Per-image reconstruction error of clean held-out normals (the training ``reconstruction_loss``)."""
         images = batch[0]
-        return feature_distance(images, self.network_(images), self.reconstruction_loss)
+        return feature_distance(images, self.average_.network(images), self.reconstruction_loss)
 
     def _score_batch(self, images: Tensor) -> Prediction:
-        self.network_.eval()
+        self.average_.eval()
         images = images.to(self.device)
-        scores, refined = alocc_score(self.network_, images)
+        scores, refined = alocc_score(self.average_.network, images)
         return Prediction(scores=scores, anomaly_maps=residual_map(images, refined), extras={"refined": refined})

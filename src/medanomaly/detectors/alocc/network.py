@@ -21,15 +21,18 @@ class AloccNet(nn.Module):
         resolution: Side R of the square images (multiple of 16).
         width: Channels of the first encoder / discriminator stage; doubled per stage.
         latent_dim: Size of R's bottleneck vector.
+        discriminator_norm: Normalisation in D: ``layer``, ``batch`` or ``none`` (see the detector's docs).
     """
 
-    def __init__(self, in_channels: int, resolution: int, width: int, latent_dim: int) -> None:
+    def __init__(
+        self, in_channels: int, resolution: int, width: int, latent_dim: int, discriminator_norm: str = "layer"
+    ) -> None:
         super().__init__()
         self.reconstructor = nn.Sequential(
             ConvEncoder(in_channels, resolution, width, latent_dim),
             ConvDecoder(latent_dim, in_channels, resolution, width),
         )
-        self.discriminator = ConvEncoder(in_channels, resolution, width, 1)
+        self.discriminator = ConvEncoder(in_channels, resolution, width, 1, norm=discriminator_norm)
 
     def probability_real(self, images: Tensor) -> Tensor:
         """D(images): (N, C, R, R) -> (N,) probability of a real normal image, in [0, 1]."""
@@ -51,7 +54,7 @@ def alocc_score(network: AloccNet, images: Tensor) -> tuple[Tensor, Tensor]:
         ((N,) scores in [0, 1], higher = more anomalous; (N, C, R, R) refined images R(x) in [0, 1]).
     """
     refined = network(images)
-    return 1.0 - network.probability_real(refined), refined
+    return torch.sigmoid(-network.discriminator(refined)).squeeze(1), refined  # = 1 - D(R(x)), exact near 0
 
 
 def _bce(logits: Tensor, target: float) -> Tensor:

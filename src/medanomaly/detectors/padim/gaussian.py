@@ -10,7 +10,11 @@ Sigma_p = L_p L_p^T: one batched matrix product per batch, no explicit inverse.
 from __future__ import annotations
 
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
+
+
+_CHUNK = 256  # positions per batched matrix product
 
 
 class GaussianAccumulator:
@@ -33,18 +37,23 @@ class GaussianAccumulator:
         if self.shift is None:
             self.shift = embeddings.mean(dim=0)
         centred = (embeddings - self.shift).transpose(0, 1).contiguous()  # (P, B, d); bmm is slow on odd strides
-        self.sum += centred.sum(dim=1).double()
-        self.outer += torch.bmm(centred.transpose(1, 2), centred).double()
+        self.sum += centred.sum(dim=1)
+        for start in range(0, len(centred), _CHUNK):  # chunks of positions bound the float32 -> float64 temporaries
+            part = centred[start : start + _CHUNK]
+            self.outer[start : start + _CHUNK] += torch.bmm(part.transpose(1, 2), part)
         self.count += len(embeddings)
 
     def finalize(self, epsilon: float) -> tuple[Tensor, Tensor]:
-        """(P, d) means and (P, d, d) covariances (unbiased, + epsilon * I), float64."""
+        """(P, d) means and (P, d, d) covariances (unbiased, + epsilon * I), float64; consumes the sums in place."""
         if self.count < 2 or self.shift is None:
             msg = f"need at least 2 images to estimate covariances, got {self.count}"
             raise ValueError(msg)
         mean_shifted = self.sum / self.count
-        covariance = (self.outer - self.count * mean_shifted[:, :, None] * mean_shifted[:, None, :]) / (self.count - 1)
-        covariance += epsilon * torch.eye(covariance.shape[-1], dtype=torch.float64)
+        covariance = self.outer
+        covariance.baddbmm_(mean_shifted[:, :, None], mean_shifted[:, None, :], alpha=-self.count)  # in place
+        covariance /= self.count - 1
+        covariance.diagonal(dim1=1, dim2=2).add_(epsilon)
+        self.outer = torch.empty(0)  # the sums are spent
         return mean_shifted + self.shift.double(), covariance
 
 
@@ -62,13 +71,19 @@ class GaussianModel(nn.Module):
         self.register_buffer("whitening", torch.zeros(n_positions, dim, dim))
 
     @torch.no_grad()
-    def set(self, mean: Tensor, covariance: Tensor) -> None:
-        """Store means and the whitening transforms of (P, d, d) positive-definite covariances (float64 math)."""
-        lower = torch.linalg.cholesky(covariance.double())
-        identity = torch.eye(lower.shape[-1], dtype=lower.dtype).expand_as(lower)
-        whitening = torch.linalg.solve_triangular(lower, identity, upper=False)
+    def set(self, mean: Tensor, covariance: Tensor, chunk: int = _CHUNK) -> None:
+        """Store means and the whitening transforms of (P, d, d) positive-definite covariances (float64 math).
+
+        Positions are processed ``chunk`` at a time (bounded temporaries) on one BLAS thread: these many small
+        factorisations gain nothing from threads, and lose 20x when the cores are shared.
+        """
         self.mean.copy_(mean)
-        self.whitening.copy_(whitening)
+        identity = torch.eye(covariance.shape[-1], dtype=torch.float64)
+        with threadpool_limits(limits=1):
+            for start in range(0, len(covariance), chunk):
+                lower = torch.linalg.cholesky(covariance[start : start + chunk].double())
+                inverse = torch.linalg.solve_triangular(lower, identity.expand_as(lower), upper=False)
+                self.whitening[start : start + chunk] = inverse
 
     def forward(self, embeddings: Tensor) -> Tensor:
         """Mahalanobis distances of (B, P, d) embeddings -> (B, P), >= 0."""

@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 logger = logging.getLogger(__name__)
 _SLACK = 1e-4  # relative tolerance on the pruning test, for float32 rounding
 _CHUNKS = 4  # most matrix products per group update
+_BLOCK = 8192  # rows per block of the set-up passes (bounded temporaries)
 
 
 @dataclass
@@ -51,63 +52,71 @@ def random_projection(n_features: int, n_components: int, seed: int) -> np.ndarr
     return (rng.standard_normal((n_features, n_components)) / math.sqrt(n_components)).astype(np.float32)
 
 
-def _squared_distances(points: np.ndarray, norms: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """(n, m) squared distances via ||x||^2 + ||c||^2 - 2 x.c (one matrix product), clipped at 0."""
-    out = points @ centers.T
-    out *= -2.0
-    out += norms[:, None]
-    out += np.einsum("ij,ij->i", centers, centers)[None, :]
-    return np.maximum(out, 0.0, out=out)
+def _group_sums(points: np.ndarray, labels: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n_groups, d) float64 sums of the points of each group, and (n_groups,) counts."""
+    sums = np.stack([np.bincount(labels, weights=column, minlength=n_groups) for column in points.T], axis=1)
+    return sums, np.bincount(labels, minlength=n_groups)
+
+
+def _nearest_centroid(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """(N,) index of the nearest centroid, in blocks (bounded memory)."""
+    labels = np.empty(len(points), dtype=np.int64)
+    centroid_norms = np.einsum("ij,ij->i", centroids, centroids)
+    for start in range(0, len(points), _BLOCK):
+        block = points[start : start + _BLOCK]
+        labels[start : start + _BLOCK] = (centroid_norms[None, :] - 2.0 * block @ centroids.T).argmin(axis=1)
+    return labels
 
 
 def _partition(points: np.ndarray, n_groups: int, rng: np.random.Generator) -> np.ndarray:
     """(N,) group label of each point from a few Lloyd iterations of k-means on a subsample."""
-    n_points = len(points)
-    sample = points[rng.choice(n_points, size=min(n_points, 32 * n_groups), replace=False)]
+    sample = points[rng.choice(len(points), size=min(len(points), 32 * n_groups), replace=False)]
     centroids = sample[rng.choice(len(sample), size=n_groups, replace=False)].copy()
-    sample_norms = np.einsum("ij,ij->i", sample, sample)
     for _ in range(4):
-        labels = _squared_distances(sample, sample_norms, centroids).argmin(axis=1)
-        counts = np.bincount(labels, minlength=n_groups)
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, labels, sample)
+        sums, counts = _group_sums(sample, _nearest_centroid(sample, centroids), n_groups)
         filled = counts > 0
         centroids[filled] = sums[filled] / counts[filled, None]
-    labels = np.empty(n_points, dtype=np.int64)
-    for start in range(0, n_points, 65536):
-        block = points[start : start + 65536]
-        norms = np.einsum("ij,ij->i", block, block)
-        labels[start : start + 65536] = _squared_distances(block, norms, centroids).argmin(axis=1)
-    return labels
+    return _nearest_centroid(points, centroids)
 
 
 def _augment(points: np.ndarray, center: bool) -> np.ndarray:
     """Rows ``[x, |x|^2, 1]`` (points) or ``[-2c, 1, |c|^2]`` (centers), float32: their dot product is |x - c|^2."""
-    norms = np.einsum("ij,ij->i", points, points)[:, None].astype(np.float32)
+    norms = np.einsum("ij,ij->i", points, points)[:, None]
     ones = np.ones_like(norms)
     parts = [-2.0 * points, ones, norms] if center else [points, norms, ones]
-    return np.concatenate(parts, axis=1).astype(np.float32)
+    return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
 
 class _Groups:
-    """Points sorted by group, with per-group bounds and lazily applied centers (see the module docstring)."""
+    """Points sorted by group, with per-group bounds and lazily applied centers (see the module docstring).
+
+    Args:
+        points: (N, d) float32 points.
+        labels: (N,) group of each point.
+        capacity: Most centers that will be added.
+    """
 
     def __init__(self, points: np.ndarray, labels: np.ndarray, capacity: int) -> None:
-        counts = np.bincount(labels)
-        centroids = np.zeros((len(counts), points.shape[1]), dtype=np.float64)
-        np.add.at(centroids, labels, points)
+        sums, counts = _group_sums(points, labels, int(labels.max()) + 1)
         filled = counts > 0
-        centroids, counts = centroids[filled] / counts[filled, None], counts[filled]
+        centroids, counts = sums[filled] / counts[filled, None], counts[filled]
         labels = np.cumsum(filled)[labels] - 1  # renumber without empty groups
-        spread = np.linalg.norm(points - centroids[labels].astype(np.float32), axis=1)
+        shift = points.mean(axis=0, dtype=np.float64)  # centred coordinates: small norms, exact expansion
+        self.centroids = centroids - shift
+        spread = np.concatenate([
+            np.linalg.norm(points[i : i + _BLOCK] - centroids[labels[i : i + _BLOCK]], axis=1)
+            for i in range(0, len(points), _BLOCK)
+        ])  # fmt: skip
         self.order = np.lexsort((-spread, labels))  # by group, then farthest from the centroid first
-        sorted_points, self.spread = points[self.order], spread[self.order].astype(np.float64)
+        self.spread = spread[self.order]
         self.bounds = np.concatenate([[0], np.cumsum(counts)])
-        self.centroids = centroids
         self.radii = self.spread[self.bounds[:-1]].copy()
         # [x, |x|^2, 1] . [-2c, 1, |c|^2] = |x - c|^2: one matrix product per update, nothing element-wise
-        self.rows = _augment(sorted_points, center=False)
-        self.centroid_rows = _augment(centroids.astype(np.float32), center=False)
+        self.rows = np.empty((len(points), points.shape[1] + 2), dtype=np.float32)
+        for i in range(0, len(points), _BLOCK):
+            block = (points[self.order[i : i + _BLOCK]] - shift).astype(np.float32)
+            self.rows[i : i + _BLOCK] = _augment(block, center=False)
+        self.centroid_rows = _augment(self.centroids.astype(np.float32), center=False)
         self.centers = np.zeros((capacity, points.shape[1] + 2), dtype=np.float32)
         self.n_centers = 0
         self.applied = np.zeros(len(counts), dtype=np.int64)  # centers [0, applied[g]) are in distances
@@ -174,7 +183,6 @@ def k_center_greedy(
         raise ValueError(msg)
     n_centers = max(1, min(int(n_centers), n_points))
     n_groups = n_groups or int(np.clip(n_points // 512, 1, 4096))
-    points = points - points.mean(axis=0, dtype=np.float64).astype(np.float32)  # small norms: exact expansion
     labels = _partition(points, min(n_groups, n_points), np.random.default_rng(seed))
     groups = _Groups(points, labels, n_centers)
     position = int(np.flatnonzero(groups.order == start)[0])
