@@ -53,14 +53,16 @@ def start_run(out: Path, command: str | None = None, settings: dict[str, Any] | 
         settings: The resolved benchmark configuration, JSON-able.
     """
     previous = _read(out / ENVIRONMENT).get("runs", [])
+    environment = collect_environment()
     run = {
         "started": _now(),
         "command": command or shlex.join(sys.argv),
         "cwd": os.getcwd(),
+        "git": environment["git"],
         "loadavg_start": _loadavg(),
     }
     payload = {
-        **collect_environment(),
+        **environment,
         "date": run["started"],
         "command": run["command"],
         "settings": settings or {},

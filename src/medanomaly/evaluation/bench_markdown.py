@@ -58,26 +58,38 @@ def _rule(config: BenchConfig) -> str:
 def _machine(environment: dict[str, Any]) -> list[str]:
     if not environment:
         return []
-    machine = environment.get("machine", {})
-    git = environment.get("git") or {}
-    commit = f"`{git.get('commit', '?')[:12]}`{' (uncommitted changes)' if git.get('dirty') else ''}" if git else "?"
-    packages = environment.get("packages", {})
+    machine, packages = environment.get("machine", {}), environment.get("packages", {})
+    computing = [run for run in environment.get("runs", []) if run.get("cells_computed")]
     lines = [
-        f"Run {environment.get('date', '?')} on {machine.get('cpu', '?')}, {machine.get('usable_cores', '?')} cores, "
+        f"Machine: {machine.get('cpu', '?')}, {machine.get('usable_cores', '?')} cores, "
         f"{machine.get('ram_gb', '?')} GB RAM, {machine.get('os', '?')}; Python {environment.get('python', '?')}, "
-        f"torch {packages.get('torch', '?')}, medanomaly {environment.get('medanomaly', '?')}, commit {commit}.",
+        f"torch {packages.get('torch', '?')}, medanomaly {environment.get('medanomaly', '?')}.",
         "",
         f"Command: `{environment.get('command', '?')}`",
+        "",
+        *_computed(computing),
     ]
-    loads = [run.get("loadavg_start") for run in environment.get("runs", []) if run.get("loadavg_start")]
-    if any(load[0] > _BUSY_LOAD for load in loads):
+    loads = [run["loadavg_start"][0] for run in computing if run.get("loadavg_start")]
+    if loads and max(loads) > _BUSY_LOAD:
         lines += [
             "",
-            "Note: the machine was busy with other work when this ran (1-min load average "
-            f"{max(load[0] for load in loads):.1f} at a start); speeds and fit times are pessimistic. "
-            "Each cell's load average is in results.csv.",
+            f"Note: the machine was busy with other work (1-min load average up to {max(loads):.1f} when a run "
+            "started); speeds and fit times are pessimistic. Each cell's load average is in results.csv.",
         ]
     return lines
+
+
+def _computed(runs: list[dict[str, Any]]) -> list[str]:
+    """When the cells were computed: one line per invocation that computed any."""
+    lines = []
+    for run in runs:
+        if not run.get("cells_computed"):
+            continue
+        git = run.get("git") or {}
+        commit = f"commit `{git['commit'][:12]}`{' + uncommitted changes' if git.get('dirty') else ''}" if git else ""
+        when = f"{run.get('started', '?')} to {run.get('finished', '?')}"
+        lines.append(f"- {run['cells_computed']} cell(s) computed {when}{', ' + commit if commit else ''}")
+    return ["Cells computed (UTC):", *lines] if lines else []
 
 
 def _test_line(entries: list[dict[str, Any]], config: BenchConfig) -> str:
