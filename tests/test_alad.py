@@ -48,7 +48,7 @@ def test_feature_matching_score_is_l1_between_dxx_features() -> None:
 
 def test_discriminator_loss_does_not_reach_encoder_or_generator() -> None:
     network = AladNet(1, 32, width=4, latent_dim=8)
-    d_loss, g_loss = adversarial_losses(network, torch.rand(4, 1, 32, 32), torch.randn(4, 8))
+    d_loss, g_loss, _ = adversarial_losses(network, torch.rand(4, 1, 32, 32), torch.randn(4, 8))
     assert torch.isfinite(d_loss) and torch.isfinite(g_loss)
     d_loss.backward()
     assert all(p.grad is None for p in network.generator_parameters())

@@ -128,3 +128,16 @@ def test_weight_average_warms_up_then_lags_behind() -> None:
     assert int(average.steps) == 1
     average.update(network, decay=0.0)  # decay 0 copies the source
     torch.testing.assert_close(average.network[0].weight, network[0].weight)
+
+
+@pytest.mark.parametrize("name", ["fanogan", "ganomaly", "alad", "alocc"])
+def test_gan_methods_train_without_a_validation_split(name: str) -> None:
+    from medanomaly.registry import create
+    from medanomaly.training import TrainConfig, Trainer
+
+    config = TrainConfig(max_epochs=2, batch_size=8, val_fraction=0.0, progress=False, patience=None)
+    detector = create(name, width=4, latent_dim=4).fit(torch.rand(16, 1, 32, 32), trainer=Trainer(config))
+    history = detector.history_ if isinstance(detector.history_, dict) else detector.history_.to_dict()
+    last = history["encoder"] if name == "fanogan" else history
+    assert last["best_epoch"] in (0, 1)
+    assert all(torch.isfinite(torch.tensor(epoch["loss"])) for epoch in last["epochs"])

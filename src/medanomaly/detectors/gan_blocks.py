@@ -12,6 +12,10 @@ that map gives the vector, and the decoder mirrors it. Widths double per stage, 
 
 Plain ``torch.nn`` layers are used instead of MONAI's ``Convolution`` because the critics need spectral norm and
 norm-free variants that are clearer written out than configured.
+
+Also here: the WGAN-GP :func:`gradient_penalty`, :class:`WeightAverage` (the moving average of weights that
+``ganomaly``, ``alad`` and ``alocc`` score with), :class:`StepCounter` (saved step counts, e.g. f-AnoGAN's n_critic
+rhythm) and small helpers for residual maps and feature distances.
 """
 
 from __future__ import annotations

@@ -84,10 +84,14 @@ class Alad(TorchDetector):
         }
 
     def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Tensor]:
-        """An E + G step, then a discriminator step, on one batch of normals."""
+        """An E + G step, then a discriminator step, on one batch of normals.
+
+        ``loss`` in the returned logs is the batch's L1 reconstruction error, which the trainer monitors when there
+        is no validation split.
+        """
         images = batch[0]
         latent = torch.randn(len(images), self.latent_dim, device=images.device)
-        d_loss, g_loss = adversarial_losses(self.network_, images, latent)
+        d_loss, g_loss, reconstruction = adversarial_losses(self.network_, images, latent)
         optimizers["generator"].zero_grad(set_to_none=True)
         g_loss.backward()
         optimizers["generator"].step()
@@ -95,7 +99,11 @@ class Alad(TorchDetector):
         d_loss.backward()
         optimizers["discriminator"].step()
         self.average_.update(self.network_, self.ema_decay)
-        return {"generator_loss": g_loss.detach(), "discriminator_loss": d_loss.detach()}
+        return {
+            "loss": feature_distance(images, reconstruction, "l1").mean(),  # the validation metric's training twin
+            "generator_loss": g_loss.detach(),
+            "discriminator_loss": d_loss.detach(),
+        }
 
     def validation_loss(self, batch: Any) -> Tensor:
         """Per-image mean |x - G(E(x))| of held-out normals (moving-average weights)."""

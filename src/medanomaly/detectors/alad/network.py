@@ -144,7 +144,7 @@ def _bce(logits: Tensor, target: float) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-def adversarial_losses(network: AladNet, images: Tensor, latent: Tensor) -> tuple[Tensor, Tensor]:
+def adversarial_losses(network: AladNet, images: Tensor, latent: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Discriminator and generator/encoder losses of one batch (binary cross-entropy on logits).
 
     Args:
@@ -153,9 +153,9 @@ def adversarial_losses(network: AladNet, images: Tensor, latent: Tensor) -> tupl
         latent: (N, L) prior draws z ~ N(0, I).
 
     Returns:
-        (discriminator loss, generator + encoder loss), scalars. The discriminators label (x, E(x)), (x, x) and
-        (z, z) real and (G(z), z), (x, G(E(x))) and (z, E(G(z))) fake; E and G are trained with the labels flipped,
-        as in the authors' code (both pairs of each discriminator enter the generator loss).
+        (discriminator loss, generator + encoder loss, (N, C, R, R) detached G(E(x))). The discriminators label
+        (x, E(x)), (x, x) and (z, z) real and (G(z), z), (x, G(E(x))) and (z, E(G(z))) fake; E and G are trained
+        with the labels flipped, as in the authors' code (both pairs of each discriminator enter the generator loss).
     """
     encoded = network.encoder(images)
     generated = network.generator(latent)
@@ -173,4 +173,4 @@ def adversarial_losses(network: AladNet, images: Tensor, latent: Tensor) -> tupl
         (network.d_zz(latent, latent), network.d_zz(latent, latent_cycle.detach())),
     ]
     discriminator_loss = sum(_bce(real, 1.0) + _bce(fake, 0.0) for real, fake in detached)
-    return discriminator_loss, generator_loss
+    return discriminator_loss, generator_loss, reconstruction.detach()

@@ -106,7 +106,11 @@ class Alocc(TorchDetector):
         }
 
     def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Tensor]:
-        """An R step on noisy normals, then a D step (real normals vs R's outputs)."""
+        """An R step on noisy normals, then a D step (real normals vs R's outputs).
+
+        ``loss`` in the returned logs is R's reconstruction error (what validation measures), monitored by the
+        trainer when there is no validation split; ``reconstructor_loss`` is R's full objective.
+        """
         images = batch[0]
         noisy = images + self.noise_std * torch.randn_like(images)
         refined, losses = alocc_losses(
@@ -120,7 +124,12 @@ class Alocc(TorchDetector):
         d_loss.backward()
         optimizers["discriminator"].step()
         self.average_.update(self.network_, self.ema_decay)
-        return {**{key: value.detach() for key, value in losses.items()}, "discriminator_loss": d_loss.detach()}
+        return {
+            "loss": losses["reconstruction"].detach(),
+            "adversarial": losses["adversarial"].detach(),
+            "reconstructor_loss": losses["loss"].detach(),
+            "discriminator_loss": d_loss.detach(),
+        }
 
     def validation_loss(self, batch: Any) -> Tensor:
         """Per-image reconstruction error of clean held-out normals (the training ``reconstruction_loss``)."""

@@ -91,7 +91,11 @@ class Ganomaly(TorchDetector):
         return {"generator": generator, "discriminator": adam(self.network_.discriminator, self.learning_rate, betas)}
 
     def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Tensor]:
-        """A generator step, then a discriminator step, on one batch of normals."""
+        """A generator step, then a discriminator step, on one batch of normals.
+
+        ``loss`` in the returned logs is the label-free part w_con * L1 + w_lat * L2 (what validation measures),
+        monitored by the trainer when there is no validation split; ``generator_loss`` is the full objective.
+        """
         images, net = batch[0], self.network_
         output = net(images)
         weights = (self.adversarial_weight, self.contextual_weight, self.latent_weight)
@@ -104,7 +108,9 @@ class Ganomaly(TorchDetector):
         d_loss.backward()
         optimizers["discriminator"].step()
         self.average_.update(self.network_, self.ema_decay)
-        return {**{key: value.detach() for key, value in losses.items()}, "discriminator_loss": d_loss.detach()}
+        logs = {key: value.detach() for key, value in losses.items() if key != "loss"}
+        logs["loss"] = self.contextual_weight * logs["contextual"] + self.latent_weight * logs["latent"]
+        return {**logs, "generator_loss": losses["loss"].detach(), "discriminator_loss": d_loss.detach()}
 
     def validation_loss(self, batch: Any) -> Tensor:
         """Per-image w_con * L1(x, x̂) + w_lat * L2(z, ẑ) of held-out normals."""

@@ -13,7 +13,6 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
-
 _CHUNK = 256  # positions per batched matrix product
 
 
