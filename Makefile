@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-EXTRAS ?= dev,pacs,service,ui-tests
+EXTRAS ?= dev,fast,pacs,service,ui-tests
 
 .PHONY: install demo test lint bench clean
 
@@ -16,7 +16,7 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 
 install: $(VENV)/.installed-$(EXTRAS)
 
-demo: EXTRAS = dev,service
+demo: EXTRAS = dev,fast,service
 demo: install
 	$(VENV)/bin/medanomaly demo --out demo-output
 

@@ -1,4 +1,4 @@
-"""PatchCore on phantoms with the tiny backbone: ranking, exact bounded search, re-weighting, persistence."""
+"""PatchCore on phantoms with the tiny backbone: ranking, exact bounded searches, re-weighting, persistence."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from sklearn.metrics import roc_auc_score
 
 from medanomaly.data.synthetic import make_phantom_set
 from medanomaly.detectors.patchcore import MemoryBank, PatchCore, nearest
+from medanomaly.detectors.patchcore.cells import faiss_available, train_centroids
 from medanomaly.model import Model
 from medanomaly.registry import available, create
 from medanomaly.transforms import Preprocessing
 
 TINY = {"backbone": "tiny", "runtime": "torch", "coreset_ratio": 0.2}
+needs_faiss = pytest.mark.skipif(not faiss_available(), reason="faiss (the fast extra) is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +48,19 @@ def test_ranks_planted_lesions_above_normals(fitted, phantoms) -> None:
     assert prediction.anomaly_maps.shape == (40, 32, 32)
 
 
-def test_bounded_search_gives_the_exact_scores(fitted, phantoms) -> None:
-    exact = PatchCore(**{**fitted.get_params(), "search": "exact"})
-    exact.restore(fitted.fitted_config(), fitted.state_dict())
+def _with_search(fitted: PatchCore, search: str) -> PatchCore:
+    other = PatchCore(**{**fitted.get_params(), "search": search})
+    return other.restore(fitted.fitted_config(), fitted.state_dict())
+
+
+@pytest.mark.parametrize("search", ["bounded", pytest.param("cells", marks=needs_faiss)])
+def test_bounded_searches_give_the_exact_scores(fitted, phantoms, search: str) -> None:
+    assert _with_search(fitted, search)._search_mode(torch.device("cpu")) == search
     images = phantoms["test"]
-    bounded_prediction, exact_prediction = fitted.score(images), exact.score(images)
+    bounded_prediction, exact_prediction = (
+        _with_search(fitted, search).score(images),
+        _with_search(fitted, "exact").score(images),
+    )
     torch.testing.assert_close(bounded_prediction.scores, exact_prediction.scores)
     assert (bounded_prediction.anomaly_maps >= exact_prediction.anomaly_maps - 1e-4).all()  # upper bounds elsewhere
 
@@ -67,6 +77,26 @@ def test_bounded_search_is_exact_at_each_image_maximum() -> None:
     top = bounded.max_patch()
     torch.testing.assert_close(bounded.indices[rows, top], exact.indices[rows, top])
     assert bounded.exact.sum() < bounded.exact.numel()  # it did skip work
+
+
+@needs_faiss
+def test_cell_search_is_tight_and_exact_at_each_image_maximum() -> None:
+    generator = torch.Generator().manual_seed(2)
+    bank = MemoryBank(2000, 8, n_cells=32)
+    bank.bank.copy_(torch.randn(2000, 8, generator=generator))
+    bank.centroids.copy_(train_centroids(bank.bank, 32, seed=0))
+    patches = torch.randn(4, 50, 8, generator=generator) * 1.5
+    cells, exact = bank.search_cells(patches, n_probe=4), bank.search_exact(patches)
+    torch.testing.assert_close(cells.distances.amax(1), exact.distances.amax(1))
+    assert (cells.distances >= exact.distances - 1e-4).all()
+    coarse = bank.search_bounded(patches, n_coarse=32)  # as many rows as cells: the cells' bounds are tighter
+    assert (cells.distances - exact.distances).mean() < (coarse.distances - exact.distances).mean()
+    assert cells.exact.sum() < cells.exact.numel()
+
+
+def test_a_bank_without_cells_refuses_the_cell_search() -> None:
+    with pytest.raises(RuntimeError, match="no IVF cells"):
+        MemoryBank(10, 3).search_cells(torch.zeros(1, 2, 3), n_probe=1)
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -92,7 +122,7 @@ def test_without_reweighting_the_score_is_the_largest_patch_distance(fitted, pha
 
 def test_saves_only_fitted_tensors_and_reloads(fitted, phantoms, tmp_path) -> None:
     state = fitted.state_dict()
-    assert set(state) == {"memory.bank", "projection.matrix"}
+    assert set(state) == {"memory.bank", "projection.matrix"} | ({"memory.centroids"} if faiss_available() else set())
     Model(fitted, Preprocessing(resolution=32)).save(tmp_path / "pc")
     loaded = Model.load(tmp_path / "pc", device="cpu").detector
     torch.testing.assert_close(loaded.score(phantoms["test"]).scores, fitted.score(phantoms["test"]).scores)
@@ -111,7 +141,9 @@ def test_embedding_projection_and_full_bank(phantoms) -> None:
     assert torch.isfinite(detector.score(phantoms["test"][:4]).scores).all()
 
 
-@pytest.mark.parametrize(("param", "value"), [("coreset_ratio", 0.0), ("search", "approximate"), ("sigma", -1.0)])
+@pytest.mark.parametrize(
+    ("param", "value"), [("coreset_ratio", 0.0), ("search", "approximate"), ("sigma", -1.0), ("n_probe", 0)]
+)
 def test_bad_hyper_parameters_fail_at_fit(param: str, value, phantoms) -> None:
     detector = create("patchcore", **{**TINY, param: value})  # __init__ does not validate
     with pytest.raises(ValueError, match=param):

@@ -41,3 +41,14 @@ def test_checkpoint_resume_continues(phantom_train, tmp_path) -> None:
     second = _detector().fit(phantom_train[:64], trainer=Trainer(TrainConfig(max_epochs=4, **base)))
     assert second.history_.resumed_from_epoch == 2
     assert [e["epoch"] for e in second.history_.epochs] == [0, 1, 2, 3]
+
+
+def test_an_epoch_cut_by_the_budget_is_not_compared_by_its_training_loss(phantom_train, monkeypatch) -> None:
+    clock = iter(range(1_000_000))  # every clock reading advances one second: the cut is deterministic
+    monkeypatch.setattr("medanomaly.training.engine.time.monotonic", lambda: float(next(clock)))
+    config = TrainConfig(max_epochs=50, max_minutes=0.2, batch_size=8, val_fraction=0.0, progress=False, patience=None)
+    history = _detector().fit(phantom_train[:32], trainer=Trainer(config)).history_
+    assert "time budget" in history.stopped_because
+    assert history.epochs[-1].get("partial") is True
+    assert not any(epoch.get("partial") for epoch in history.epochs[:-1])
+    assert history.best_epoch < history.epochs[-1]["epoch"]

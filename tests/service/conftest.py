@@ -6,24 +6,22 @@ import io
 import shutil
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
+from service_helpers import PASSWORDS, Session, add_users, login, make_settings, phantom_png  # noqa: F401
 
 from medanomaly.data.synthetic import make_phantom, make_phantom_volume, write_phantom_dataset
-
-PASSWORDS = {"admin": "admin-pass-1", "rad": "rad-pass-123"}
 
 
 @pytest.fixture(scope="session")
 def service_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small 32 px phantom data set (NORMAL / LESION)."""
-    return write_phantom_dataset(tmp_path_factory.mktemp("svc-phantoms"), n_train=60, n_test_normal=4,
-                                 n_test_abnormal=4, size=32, seed=0)
+    return write_phantom_dataset(
+        tmp_path_factory.mktemp("svc-phantoms"), n_train=60, n_test_normal=4, n_test_abnormal=4, size=32, seed=0
+    )
 
 
 @pytest.fixture(scope="session")
@@ -50,26 +48,6 @@ def service_model_dir(service_data: Path, tmp_path_factory: pytest.TempPathFacto
 def model_dir(service_model_dir: Path, tmp_path: Path) -> Path:
     """A private copy of the model (recalibration writes new versions into it)."""
     return Path(shutil.copytree(service_model_dir, tmp_path / "models" / "chest"))
-
-
-def make_settings(data_dir: Path, model_dirs: tuple[str, ...], **changes: Any):  # noqa: ANN201
-    """Settings for tests: cheap Argon2, no background worker unless asked."""
-    from medanomaly.service.settings import Settings
-
-    values = {"data_dir": data_dir, "model_dirs": model_dirs, "start_worker": False, "password_time_cost": 1,
-              "password_memory_kib": 1024, "poll_seconds": 0.2, **changes}
-    return Settings(**values)
-
-
-def add_users(app: Any) -> None:
-    """Create ``admin`` (admin) and ``rad`` (radiologist)."""
-    from medanomaly.service.db import User
-    from medanomaly.service.security import hash_password
-
-    with app.state.session_factory() as db:
-        for name, role in (("admin", "admin"), ("rad", "radiologist")):
-            db.add(User(username=name, role=role, password_hash=hash_password(app.state.hasher, PASSWORDS[name])))
-        db.commit()
 
 
 @pytest.fixture
@@ -99,34 +77,6 @@ def app(app_factory: Callable[..., Any]) -> Any:
     return app_factory()
 
 
-@dataclass
-class Session:
-    """A logged-in test client and its CSRF token."""
-
-    client: Any  # fastapi.testclient.TestClient
-    csrf: str
-
-    def post(self, url: str, **kwargs: Any) -> Any:
-        """POST with the CSRF header."""
-        headers = {"X-CSRF-Token": self.csrf, **kwargs.pop("headers", {})}
-        return self.client.post(url, headers=headers, **kwargs)
-
-    def upload(self, path: Path, name: str | None = None, **kwargs: Any) -> Any:
-        """POST a file to /api/studies."""
-        files = {"file": (name or path.name, path.read_bytes(), "application/octet-stream")}
-        return self.post("/api/studies", files=files, **kwargs)
-
-
-def login(app: Any, username: str = "rad") -> Session:
-    """A TestClient logged in through the JSON API."""
-    from fastapi.testclient import TestClient
-
-    client = TestClient(app)
-    response = client.post("/api/auth/login", json={"username": username, "password": PASSWORDS[username]})
-    assert response.status_code == 200, response.text
-    return Session(client, response.json()["csrf_token"])
-
-
 @pytest.fixture
 def rad(app: Any) -> Session:
     """Logged-in radiologist."""
@@ -137,14 +87,6 @@ def rad(app: Any) -> Session:
 def admin(app: Any) -> Session:
     """Logged-in admin."""
     return login(app, "admin")
-
-
-def phantom_png(path: Path, *, lesion: bool, size: int = 32, seed: int = 0, radius=(0.05, 0.09)) -> Path:  # noqa: ANN001
-    """Write one phantom PNG (8 bit)."""
-    image, _ = make_phantom(np.random.default_rng(seed), size, lesion=lesion, lesion_radius=radius)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(path)
-    return path
 
 
 @pytest.fixture

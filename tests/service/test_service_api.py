@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi", reason="the workstation tests need the 'service' extra")
+from service_helpers import login
 from sqlalchemy import select
 
-from conftest import login
 from medanomaly.model import Model
 from medanomaly.pipeline import score_path
 from medanomaly.service.db import AuditEvent, Report, Study

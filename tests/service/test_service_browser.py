@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the workstation tests need the 'service' extra")
 
-from conftest import PASSWORDS, login, phantom_png
+from service_helpers import PASSWORDS, login, phantom_png
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -10,7 +10,8 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the workstation tests need the 'service' extra")
 
-from conftest import login, make_settings, phantom_png
+from service_helpers import login, make_settings, phantom_png
+
 from medanomaly.cli.main import main
 from medanomaly.data.datasets import load_index
 from medanomaly.model import Model

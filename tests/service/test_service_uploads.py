@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi", reason="the workstation tests need the 'service' extra")
+from service_helpers import login
 from sqlalchemy import func, select
 
-from conftest import login
 from medanomaly.service.db import Study
 
 

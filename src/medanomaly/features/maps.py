@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -45,6 +46,9 @@ def gaussian_kernel(sigma: float, truncate: float = 4.0) -> Tensor:
 def smooth_maps(maps: Tensor, size: tuple[int, int], sigma: float = 4.0) -> Tensor:
     """Upsample patch-level maps to the image size and smooth them with a Gaussian (reflected borders).
 
+    Both steps are linear and separable, so they run as two small matrix products per map,
+    ``A_h @ map @ A_w.T`` (:func:`upsample_smooth_matrix`): far cheaper than a convolution at the image size.
+
     Args:
         maps: (N, h, w) patch scores.
         size: Output (H, W), the input image size.
@@ -53,15 +57,27 @@ def smooth_maps(maps: Tensor, size: tuple[int, int], sigma: float = 4.0) -> Tens
     Returns:
         (N, H, W) float32 maps.
     """
-    out = F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)
+    rows = upsample_smooth_matrix(maps.shape[-2], size[0], sigma).to(maps.device)
+    cols = upsample_smooth_matrix(maps.shape[-1], size[1], sigma).to(maps.device)
+    return rows @ maps.float() @ cols.T
+
+
+@functools.lru_cache(maxsize=32)
+def upsample_smooth_matrix(n_in: int, n_out: int, sigma: float) -> Tensor:
+    """(n_out, n_in) matrix of 1D linear upsampling (``align_corners=False``) then Gaussian smoothing.
+
+    The Gaussian is :func:`gaussian_kernel` (truncated at 4 sigma, and at the signal's length), applied with
+    reflected borders. Built by running both operations on the identity; cached per (n_in, n_out, sigma).
+    """
+    basis = torch.eye(n_in)[:, None, :]  # n_in unit signals of length n_in
+    out = F.interpolate(basis, size=n_out, mode="linear", align_corners=False) if n_out != n_in else basis
     if sigma > 0:
-        kernel = gaussian_kernel(sigma).to(out.device)
-        radius = min(len(kernel) // 2, min(size) - 1)
+        kernel = gaussian_kernel(sigma)
+        radius = min(len(kernel) // 2, n_out - 1)
         kernel = kernel[len(kernel) // 2 - radius : len(kernel) // 2 + radius + 1]
         kernel = kernel / kernel.sum()
-        out = F.conv2d(F.pad(out, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-        out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
-    return out[:, 0]
+        out = F.conv1d(F.pad(out, (radius, radius), mode="reflect"), kernel.view(1, 1, -1)) if radius else out
+    return out[:, 0, :].T.contiguous()
 
 
 def topk_mean(maps: Tensor, k: int) -> Tensor:

@@ -163,25 +163,6 @@ class Worklist:
     def _add_result(
         self, db: Session, row: Any, version: Any, raw: RawStudy, result: StudyResult, model: Model
     ) -> None:
-        from medanomaly.service.db import Result
-        from medanomaly.service.imaging import finding_box, save_arrays
+        from medanomaly.service.results import record_result
 
-        arrays = save_arrays(self.data_dir / "studies" / row.uid / f"result-v{version.version}.npz", raw, result, model)
-        geometry = result.geometry.to_dict()
-        findings = [{**f.to_dict(), "box": finding_box(f.to_dict(), geometry)} for f in result.findings]
-        db.add(
-            Result(
-                study_id=row.id,
-                model_version_id=version.id,
-                score=result.score,
-                threshold=result.threshold,
-                abnormal=result.abnormal,
-                label=result.label,
-                slice_scores=[float(s) for s in result.slice_scores],
-                findings=findings,
-                extras=sorted(k for k in result.extras if k in ("reconstruction", "translation")),
-                arrays_path=str(arrays.relative_to(self.data_dir)),
-                timings={"score_s": round(result.seconds, 4)},
-            )
-        )
-        db.flush()
+        record_result(db, self.data_dir, row, version, raw, result, model, {"score_s": result.seconds})

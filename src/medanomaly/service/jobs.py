@@ -24,9 +24,9 @@ from medanomaly.io import read_study
 from medanomaly.model import Model
 from medanomaly.pipeline import score_study
 from medanomaly.service import audit
-from medanomaly.service.db import Result, Study, utcnow
-from medanomaly.service.imaging import finding_box, save_arrays
+from medanomaly.service.db import Study, utcnow
 from medanomaly.service.model_store import ModelStore
+from medanomaly.service.results import record_result
 from medanomaly.service.settings import Settings
 from medanomaly.types import Prediction
 
@@ -184,31 +184,9 @@ class JobRunner:
         db.execute(update(Study).where(Study.id == study.id).values(progress_total=raw.n_slices))
         db.commit()
         result = score_study(with_progress(model, self._progress(study.id)), raw)
-        arrays = save_arrays(
-            self.settings.data_dir / "studies" / study.uid / f"result-v{version.version}.npz", raw, result, model
-        )
-        geometry = result.geometry.to_dict()
-        findings = [{**f.to_dict(), "box": finding_box(f.to_dict(), geometry)} for f in result.findings]
         db.refresh(study)
-        db.add(
-            Result(
-                study_id=study.id,
-                model_version_id=version.id,
-                score=result.score,
-                threshold=result.threshold,
-                abnormal=result.abnormal,
-                label=result.label,
-                slice_scores=[float(s) for s in result.slice_scores],
-                findings=findings,
-                extras=sorted(k for k in result.extras if k in ("reconstruction", "translation")),
-                arrays_path=str(arrays.relative_to(self.settings.data_dir)),
-                timings={
-                    "read_s": round(read_seconds, 4),
-                    "score_s": round(result.seconds, 4),
-                    "total_s": round(time.perf_counter() - started, 4),
-                },
-            )
-        )
+        timings = {"read_s": read_seconds, "score_s": result.seconds, "total_s": time.perf_counter() - started}
+        record_result(db, self.settings.data_dir, study, version, raw, result, model, timings)
         study.status, study.finished_at, study.progress_done = "done", utcnow(), raw.n_slices
         audit.record(db, None, "job.done", f"study:{study.id}", model=version.label, abnormal=result.abnormal)
         db.commit()

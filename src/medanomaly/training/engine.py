@@ -106,7 +106,11 @@ class Trainer:
             out_of_time = self._run_epoch(detector, loader, optimizers, epoch, started, budget, history)
             metric = detector.validation_metric(val_set) if val_set is not None else history.epochs[-1]["loss"]
             history.epochs[-1][detector.monitor] = metric
-            if _improved(metric, history.best_metric, detector.monitor_mode):
+            # an epoch cut by the budget has a training loss over fewer batches: not comparable with full epochs
+            comparable = val_set is not None or not out_of_time or best_state is None
+            if out_of_time:
+                history.epochs[-1]["partial"] = True
+            if comparable and _improved(metric, history.best_metric, detector.monitor_mode):
                 history.best_metric, history.best_epoch = metric, epoch
                 best_state = copy.deepcopy(detector.training_state())
             history.seconds = time.monotonic() - started

@@ -4,7 +4,8 @@ Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022, 
 Fit: locally aware patch features (3x3 average pooling of two intermediate backbone stages, the deeper upsampled
 to the shallower's grid, concatenated; optionally randomly projected) of every normal patch, reduced by greedy
 k-center coreset subsampling (selection in a random ~32-dimensional projection, see ``coreset.py``). Score: each
-patch's distance to its nearest bank entry (bounded search, see ``memory_bank.py``) forms the map, upsampled to the
+patch's distance to its nearest bank entry (bounded search: IVF cells through faiss when it is installed, else
+coarse-level bounds, see ``memory_bank.py``; the image maximum is exact either way) forms the map, upsampled to the
 input and Gaussian-smoothed (sigma 4); the image score is the largest patch distance re-weighted by the paper's
 Eq. 7 with the ``num_neighbors`` bank neighbours of that patch's nearest entry.
 
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from medanomaly.detectors.base import BaseDetector
+from medanomaly.detectors.patchcore.cells import cell_count, faiss_available, train_centroids
 from medanomaly.detectors.patchcore.coreset import k_center_greedy, random_projection
 from medanomaly.detectors.patchcore.memory_bank import MemoryBank
 from medanomaly.features import FeatureExtractor
@@ -32,7 +34,7 @@ from medanomaly.registry import register
 from medanomaly.types import Prediction
 
 logger = logging.getLogger(__name__)
-_SEARCHES = ("bounded", "exact")
+_SEARCHES = ("auto", "cells", "bounded", "exact")
 
 
 class _Projection(nn.Module):
@@ -60,8 +62,13 @@ class PatchCore(BaseDetector):
         embedding_dim: Optional random projection of the stored/scored features (None = keep all channels).
         num_neighbors: Bank neighbours used by the score re-weighting (paper's b; 1 disables re-weighting).
         sigma: Gaussian smoothing of the map, in input pixels (paper: 4).
-        search: ``bounded`` (exact image score, upper-bound map elsewhere) or ``exact`` (every patch exact).
-        coarse_size: Coarse-level size of the bounded search.
+        search: How patch distances are found. ``cells``: IVF upper bounds (faiss), ``bounded``: coarse-level upper
+            bounds (torch only); both make each image's maximum, hence the score, exact and leave upper bounds
+            elsewhere in the map. ``exact``: every patch exact (brute force; the fastest on a GPU). ``auto``:
+            ``exact`` on a GPU, else ``cells`` when the model has cells and faiss is installed, else ``bounded``.
+        n_cells: IVF cells trained at fit time when faiss is installed (fewer for a small bank; 0 = none).
+        n_probe: Cells searched per patch by ``cells`` (more: tighter map, slower).
+        coarse_size: Coarse-level size of ``bounded``.
         runtime: Feature extractor runtime (``auto``, ``torch``, ``onnx``).
         random_state: Seed of the projections and of the first coreset pick.
     """
@@ -79,7 +86,9 @@ class PatchCore(BaseDetector):
         embedding_dim: int | None = None,
         num_neighbors: int = 9,
         sigma: float = 4.0,
-        search: str = "bounded",
+        search: str = "auto",
+        n_cells: int = 1024,
+        n_probe: int = 4,
         coarse_size: int = 2048,
         runtime: str = "auto",
         random_state: int | None = 0,
@@ -93,6 +102,8 @@ class PatchCore(BaseDetector):
         self.num_neighbors = num_neighbors
         self.sigma = sigma
         self.search = search
+        self.n_cells = n_cells
+        self.n_probe = n_probe
         self.coarse_size = coarse_size
         self.runtime = runtime
         self.random_state = random_state
@@ -124,14 +135,18 @@ class PatchCore(BaseDetector):
         extracted = time.perf_counter()
         rows, radius = self._select(features, n_select, seed)
         self.fit_timings_ = {"features": extracted - started, "coreset": time.perf_counter() - extracted}
-        bank = MemoryBank(len(rows), features.shape[1])
+        n_cells = cell_count(len(rows), self.n_cells)
+        bank = MemoryBank(len(rows), features.shape[1], n_cells)
         bank.bank.copy_(features[torch.from_numpy(rows)])
         del features
+        if n_cells:
+            bank.centroids.copy_(train_centroids(bank.bank, n_cells, seed))
+        self.fit_timings_["cells"] = time.perf_counter() - extracted - self.fit_timings_["coreset"]
         self.extractor_, self.memory_ = extractor, bank.to(device)
         self.input_shape_ = tuple(int(size) for size in normal.shape[1:])
         self.coreset_radius_ = radius
         logger.info(
-            "patchcore: kept %d of %d patches (dim %d); features %.1f s, coreset %.1f s",
+            "patchcore: kept %d of %d patches (dim %d); features %.1f s, coreset %.1f s, IVF cells %.1f s",
             len(rows), len(normal) * math.prod(self.feature_shape_), bank.bank.shape[1], *self.fit_timings_.values(),
         )  # fmt: skip
         return self
@@ -146,8 +161,11 @@ class PatchCore(BaseDetector):
         if self.search not in _SEARCHES:
             msg = f"search must be one of {_SEARCHES}, got {self.search!r}"
             raise ValueError(msg)
-        if self.num_neighbors < 1 or self.sigma < 0 or self.coarse_size < 1:
-            msg = "num_neighbors and coarse_size must be >= 1 and sigma >= 0"
+        if self.search == "cells" and not faiss_available():
+            msg = "search='cells' needs faiss: pip install faiss-cpu (or medanomaly[fast]), or use search='auto'"
+            raise ValueError(msg)
+        if min(self.num_neighbors, self.coarse_size, self.n_probe) < 1 or self.sigma < 0 or self.n_cells < 0:
+            msg = "num_neighbors, coarse_size and n_probe must be >= 1, n_cells and sigma >= 0"
             raise ValueError(msg)
 
     def _make_extractor(self) -> FeatureExtractor:
@@ -192,11 +210,13 @@ class PatchCore(BaseDetector):
     # --- scoring -------------------------------------------------------------------------------------------------
     def _score_batch(self, images: Tensor) -> Prediction:
         patches, grid = self._embed(images)
-        n_coarse = min(self.coarse_size, len(self.memory_.bank))
-        if self.search == "exact":
+        search = self._search_mode(patches.device)
+        if search == "exact":
             found = self.memory_.search_exact(patches)
+        elif search == "cells":
+            found = self.memory_.search_cells(patches, self.n_probe)
         else:
-            found = self.memory_.search_bounded(patches, n_coarse)
+            found = self.memory_.search_bounded(patches, self.coarse_size)
         rows = torch.arange(len(patches), device=patches.device)
         top = found.max_patch()
         scores = found.distances[rows, top]
@@ -205,6 +225,15 @@ class PatchCore(BaseDetector):
             scores = scores * (1.0 - torch.softmax(support, dim=1)[:, 0])
         maps = smooth_maps(found.distances.view(len(patches), *grid), tuple(images.shape[-2:]), self.sigma)
         return Prediction(scores=scores.cpu(), anomaly_maps=maps.cpu())
+
+    def _search_mode(self, device: torch.device) -> str:
+        """The concrete search of ``self.search`` for this model and device (see the class doc)."""
+        has_cells = self.memory_.n_cells > 0 and faiss_available()
+        if self.search == "auto" and device.type != "cpu":
+            return "exact"
+        if self.search in ("auto", "cells"):
+            return "cells" if has_cells else "bounded"  # a bank too small for cells is searched by its coarse level
+        return self.search
 
     # --- persistence -------------------------------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
@@ -218,6 +247,7 @@ class PatchCore(BaseDetector):
         return {
             **super().fitted_config(),
             "bank_shape": list(self.memory_.bank.shape),
+            "n_cells": self.memory_.n_cells,
             "projection_shape": list(self.projection_.matrix.shape),
             "feature_shape": list(self.feature_shape_),
             "coreset_radius": self.coreset_radius_,
@@ -227,7 +257,7 @@ class PatchCore(BaseDetector):
     def _build(self, input_shape: tuple[int, ...], fitted: dict[str, Any]) -> None:
         self.extractor_ = self._make_extractor()
         _check_weights(self.extractor_, fitted)
-        self.memory_ = MemoryBank(*fitted["bank_shape"])
+        self.memory_ = MemoryBank(*fitted["bank_shape"], n_cells=int(fitted.get("n_cells", 0)))
         shape = fitted["projection_shape"]
         self.projection_ = _Projection(shape[0], shape[1] if len(shape) == 2 else None)
         self.feature_shape_ = tuple(fitted["feature_shape"])

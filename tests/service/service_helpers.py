@@ -1,0 +1,78 @@
+"""Helpers of the workstation tests (imported by their conftest and test modules; a unique module name, so that
+``tests/pacs/conftest.py`` can never shadow it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from medanomaly.data.synthetic import make_phantom
+
+PASSWORDS = {"admin": "admin-pass-1", "rad": "rad-pass-123"}
+
+
+def make_settings(data_dir: Path, model_dirs: tuple[str, ...], **changes: Any):  # noqa: ANN201
+    """Settings for tests: cheap Argon2, no background worker unless asked."""
+    from medanomaly.service.settings import Settings
+
+    values = {
+        "data_dir": data_dir,
+        "model_dirs": model_dirs,
+        "start_worker": False,
+        "password_time_cost": 1,
+        "password_memory_kib": 1024,
+        "poll_seconds": 0.2,
+        **changes,
+    }
+    return Settings(**values)
+
+
+def add_users(app: Any) -> None:
+    """Create ``admin`` (admin) and ``rad`` (radiologist)."""
+    from medanomaly.service.db import User
+    from medanomaly.service.security import hash_password
+
+    with app.state.session_factory() as db:
+        for name, role in (("admin", "admin"), ("rad", "radiologist")):
+            db.add(User(username=name, role=role, password_hash=hash_password(app.state.hasher, PASSWORDS[name])))
+        db.commit()
+
+
+@dataclass
+class Session:
+    """A logged-in test client and its CSRF token."""
+
+    client: Any  # fastapi.testclient.TestClient
+    csrf: str
+
+    def post(self, url: str, **kwargs: Any) -> Any:
+        """POST with the CSRF header."""
+        headers = {"X-CSRF-Token": self.csrf, **kwargs.pop("headers", {})}
+        return self.client.post(url, headers=headers, **kwargs)
+
+    def upload(self, path: Path, name: str | None = None, **kwargs: Any) -> Any:
+        """POST a file to /api/studies."""
+        files = {"file": (name or path.name, path.read_bytes(), "application/octet-stream")}
+        return self.post("/api/studies", files=files, **kwargs)
+
+
+def login(app: Any, username: str = "rad") -> Session:
+    """A TestClient logged in through the JSON API."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(app)
+    response = client.post("/api/auth/login", json={"username": username, "password": PASSWORDS[username]})
+    assert response.status_code == 200, response.text
+    return Session(client, response.json()["csrf_token"])
+
+
+def phantom_png(path: Path, *, lesion: bool, size: int = 32, seed: int = 0, radius=(0.05, 0.09)) -> Path:  # noqa: ANN001
+    """Write one phantom PNG (8 bit)."""
+    image, _ = make_phantom(np.random.default_rng(seed), size, lesion=lesion, lesion_radius=radius)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(path)
+    return path
