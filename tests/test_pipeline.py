@@ -109,3 +109,17 @@ def test_3d_filter_differs_from_per_slice_filter(model) -> None:
     assert len(as_slices) == 9
     per_slice_maps = np.stack([s.anomaly_maps[0] for s in as_slices])
     assert not np.allclose(as_volume.anomaly_maps, per_slice_maps)
+
+
+def test_scoring_a_volume_reports_progress_per_batch_and_the_same_result(model, tmp_path) -> None:
+    from medanomaly.io import read_study
+    from medanomaly.pipeline import score_study
+
+    volume, _ = _volume(True, 4)
+    path = tmp_path / "lesion.nii.gz"
+    nib.save(nib.Nifti1Image(volume.transpose(1, 2, 0), np.diag([0.8, 0.8, 3.0, 1.0])), path)
+    study = read_study(path)
+    calls: list[tuple[int, int]] = []
+    reported = score_study(model, study, progress=lambda done, total: calls.append((done, total)), batch_size=4)
+    assert calls == [(4, 9), (8, 9), (9, 9)]
+    np.testing.assert_allclose(reported.slice_scores, score_study(model, study).slice_scores, rtol=1e-5)

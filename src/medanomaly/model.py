@@ -15,6 +15,7 @@ import logging
 import pickle  # only for the exception type torch.load raises on a corrupt file
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -114,16 +115,23 @@ class Model:
         return list(self.info.get("class_names") or ["NORMAL", "ABNORMAL"])
 
     # --- scoring ----------------------------------------------------------------------------------------------
-    def score_images(self, images: Tensor, owners: np.ndarray | None = None, batch_size: int = 64) -> list[StudyScore]:
+    def score_images(
+        self,
+        images: Tensor,
+        owners: np.ndarray | None = None,
+        batch_size: int = 64,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[StudyScore]:
         """Score preprocessed slices and group them into studies.
 
         Args:
             images: (N, C, R, R) float32 in [0, 1].
             owners: (N,) study index of each row (rows of one study contiguous); None = every row is its own study.
             batch_size: Images per forward pass.
+            progress: Called with (slices done, total) after each batch.
         """
         owners = np.arange(len(images)) if owners is None else np.asarray(owners)
-        prediction = self.detector.score(images, batch_size=batch_size)
+        prediction = self.detector.score(images, batch_size=batch_size, progress=progress)
         raw_scores = prediction.scores.numpy()
         raw_maps = None if prediction.anomaly_maps is None else prediction.anomaly_maps.numpy()
         results = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,12 +82,15 @@ class StudyResult:
         }
 
 
-def score_study(model: Model, study: Study) -> StudyResult:
-    """Score one study already read from disk."""
+def score_study(
+    model: Model, study: Study, progress: Callable[[int, int], None] | None = None, batch_size: int = 64
+) -> StudyResult:
+    """Score one study already read from disk; ``progress`` gets (slices done, total) after each batch."""
     started = time.perf_counter()
     images, geometry = model.preprocessing.apply(study)
+    owners = np.zeros(len(images), dtype=np.int64)
     with torch.inference_mode():
-        scored = model.score_images(torch.from_numpy(images), np.zeros(len(images), dtype=np.int64))[0]
+        scored = model.score_images(torch.from_numpy(images), owners, batch_size, progress)[0]
     abnormal = model.decide(scored.score)
     return StudyResult(
         path=str(study.meta.get("path", "")),

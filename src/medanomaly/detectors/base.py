@@ -7,6 +7,7 @@ plus a JSON-able ``fitted_config`` so :class:`medanomaly.model.Model` can save i
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
 import torch
@@ -58,19 +59,26 @@ class BaseDetector:
         raise NotImplementedError
 
     @torch.no_grad()
-    def score(self, images: Tensor, batch_size: int = 64) -> Prediction:
+    def score(
+        self, images: Tensor, batch_size: int = 64, progress: Callable[[int, int], None] | None = None
+    ) -> Prediction:
         """Score images without changing the detector.
 
         Args:
             images: (N, C, H, W) float32 in [0, 1].
             batch_size: Images per forward pass.
+            progress: Called with (images done, total) after each batch.
 
         Returns:
             Prediction with (N,) scores (higher = more anomalous) and (N, H, W) maps.
         """
         self.check_is_fitted()
         self._check_input(images)
-        parts = [self._score_batch(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
+        parts = []
+        for start in range(0, len(images), batch_size):
+            parts.append(self._score_batch(images[start : start + batch_size]))
+            if progress is not None:
+                progress(min(start + batch_size, len(images)), len(images))
         return _concatenate(parts)
 
     def _score_batch(self, images: Tensor) -> Prediction:

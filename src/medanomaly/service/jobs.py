@@ -13,59 +13,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-import torch
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from medanomaly.errors import MedanomalyError
 from medanomaly.io import read_study
-from medanomaly.model import Model
 from medanomaly.pipeline import score_study
 from medanomaly.service import audit
 from medanomaly.service.db import Study, utcnow
 from medanomaly.service.model_store import ModelStore
 from medanomaly.service.results import record_result
 from medanomaly.service.settings import Settings
-from medanomaly.types import Prediction
 
 logger = logging.getLogger(__name__)
+_PROGRESS_STEPS = 20  # progress updates per volume (batches of at most 64 slices)
 _EXPECTED = (MedanomalyError, ValueError, OSError, RuntimeError, KeyError, MemoryError)
-
-
-class _ChunkedDetector:
-    """Wraps a detector so that ``score`` runs over chunks of slices and reports (done, total) after each."""
-
-    def __init__(self, inner: Any, report: Callable[[int, int], None], n_chunks: int = 20) -> None:
-        self._inner = inner
-        self._report = report
-        self._n_chunks = n_chunks
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def score(self, images: torch.Tensor, batch_size: int = 64) -> Prediction:
-        total = len(images)
-        chunk = max(1, -(-total // self._n_chunks))
-        parts = []
-        for start in range(0, total, chunk):
-            parts.append(self._inner.score(images[start : start + chunk], batch_size=batch_size))
-            self._report(min(total, start + chunk), total)
-        maps = None if parts[0].anomaly_maps is None else torch.cat([p.anomaly_maps for p in parts])
-        extras = {key: torch.cat([p.extras[key] for p in parts]) for key in parts[0].extras}
-        return Prediction(torch.cat([p.scores for p in parts]), maps, extras)
-
-
-def with_progress(model: Model, report: Callable[[int, int], None]) -> Model:
-    """The same model whose detector reports scoring progress (nothing else changes)."""
-    return Model(
-        _ChunkedDetector(model.detector, report),
-        model.preprocessing,
-        model.postprocessing,  # type: ignore[arg-type]
-        model.threshold,
-        model.info,
-    )
 
 
 class JobRunner:
@@ -183,7 +146,8 @@ class JobRunner:
         read_seconds = time.perf_counter() - started
         db.execute(update(Study).where(Study.id == study.id).values(progress_total=raw.n_slices))
         db.commit()
-        result = score_study(with_progress(model, self._progress(study.id)), raw)
+        batch_size = max(1, min(64, -(-raw.n_slices // _PROGRESS_STEPS)))
+        result = score_study(model, raw, progress=self._progress(study.id), batch_size=batch_size)
         db.refresh(study)
         timings = {"read_s": read_seconds, "score_s": result.seconds, "total_s": time.perf_counter() - started}
         record_result(db, self.settings.data_dir, study, version, raw, result, model, timings)
