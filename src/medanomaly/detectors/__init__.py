@@ -1,4 +1,5 @@
 """Every built-in detector; importing this package registers them by name."""
+# ruff: noqa: I001  (registration order is the order methods are listed in, not alphabetical)
 
 from medanomaly.detectors import conv_ae  # noqa: F401
 from medanomaly.detectors import anomalypro  # noqa: F401
