@@ -88,7 +88,7 @@ class PatchCore(BaseDetector):
         sigma: float = 4.0,
         search: str = "auto",
         n_cells: int = 1024,
-        n_probe: int = 4,
+        n_probe: int = 3,
         coarse_size: int = 2048,
         runtime: str = "auto",
         random_state: int | None = 0,

@@ -126,7 +126,7 @@ class MemoryBank(nn.Module):
         return self.resolve_maximum(patches, distances.view(batch, n_patches), indices.view(batch, n_patches))
 
     def resolve_maximum(
-        self, patches: Tensor, distances: Tensor, indices: Tensor, per_round: int = 2
+        self, patches: Tensor, distances: Tensor, indices: Tensor, per_round: int = 1
     ) -> PatchDistances:
         """Make each image's largest patch distance exact, given (B, P) upper bounds and the rows achieving them.
 
