@@ -77,7 +77,11 @@ def test_bench_writes_every_output(first_run: tuple[Path, int]) -> None:
     assert float(summary[0]["auroc_mean"]) == pytest.approx(np.mean(aurocs), abs=1e-5)
     assert float(summary[0]["auroc_std"]) == pytest.approx(np.std(aurocs, ddof=1), abs=1e-5)
     markdown = (out / "summary.md").read_text()
-    assert "| conv_ae | " in markdown and "2/2" in markdown and "--tiny" in markdown
+    assert "| conv_ae | 32 | " in markdown and "2/2" in markdown and "--tiny" in markdown  # with its resolution
+    header = next(line for line in markdown.splitlines() if line.startswith("| Method"))
+    lines = markdown.splitlines()
+    rule, row = lines[lines.index(header) + 1], lines[lines.index(header) + 2]
+    assert "Pseudo-AUC" in header and header.count("|") == rule.count("|") == row.count("|")
     for name in ("roc_phantoms.png", "heatmaps_phantoms.png"):
         assert Image.open(out / name).size[0] > 200
     environment = json.loads((out / "environment.json").read_text())
@@ -115,7 +119,9 @@ def test_resume_reuses_cells_and_a_failing_method_does_not_stop_the_others(
     assert rows["broken"]["status"] == "FAILED" and "loss must be" in rows["broken"]["error"]
     assert rows["conv_ae_l2"]["status"] == "ok" and json.loads(rows["conv_ae_l2"]["params"])["loss"] == "l2"
     assert rows["conv_ae"]["status"] == "ok"
-    assert "FAILED: ValueError: loss must be" in (out / "summary.md").read_text()
+    markdown = (out / "summary.md").read_text()
+    failed = next(line for line in markdown.splitlines() if "FAILED: ValueError: loss must be" in line)
+    assert failed.count("|") == markdown.splitlines()[markdown.splitlines().index(failed) - 1].count("|")
     assert len(json.loads((out / "environment.json").read_text())["runs"]) == 2
 
 
@@ -221,11 +227,11 @@ def test_summary_markdown_marks_supervised_rows_and_failures() -> None:
     metrics = dict.fromkeys(("auroc_ci_low", "auroc_ci_high", "auprc", "accuracy", "balanced_accuracy"), 0.5)
     metrics |= dict.fromkeys(("sensitivity", "specificity", "f1", "fit_seconds", "images_per_second"), 0.5)
     metrics |= {"e2e_images_per_second": 1.0, "peak_rss_mb": 100.0, "auroc_mean": 0.9, "auroc_std": None}
-    ok = {**base, **metrics, "method": "clf", "trains_on": "abnormal+normal", "seeds_ok": 1}
+    ok = {**base, **metrics, "method": "clf", "trains_on": "abnormal+normal", "seeds_ok": 1, "resolution": 128}
     failed = {**base, "method": "bad", "trains_on": "normal", "seeds_ok": 0, "error": "ValueError: x|y"}
     text = summary_markdown([ok, failed], BenchConfig(data=[], methods=[], seeds=1), {})
-    assert "| clf † | 0.900 | 0.500–0.500 |" in text and "seed 0." in text
-    assert "| bad | FAILED: ValueError: x\\|y |" in text  # a pipe in the reason must not break the table
+    assert "| clf † | 128 | 0.900 | 0.500–0.500 |" in text and "seed 0." in text
+    assert "| bad | – | FAILED: ValueError: x\\|y |" in text  # a pipe in the reason must not break the table
     assert "Test split: 5 normal / 4 abnormal studies." in text
 
 

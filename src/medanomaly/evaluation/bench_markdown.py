@@ -8,10 +8,10 @@ if TYPE_CHECKING:
     from medanomaly.evaluation.benchmark import BenchConfig
 
 _HEADER = (
-    "| Method | AUROC (mean ± sd) | 95 % CI | AUPRC | Acc. | Bal. acc. | Sens. | Spec. | F1 "
+    "| Method | Res. | AUROC (mean ± sd) | 95 % CI | AUPRC | Acc. | Bal. acc. | Sens. | Spec. | F1 | Pseudo-AUC "
     "| Fit s | img/s score | img/s e2e | Peak MB | Seeds |"
 )
-_RULE = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+_RULE = "|---" * _HEADER.count(" | ") + "|---|"
 _BUSY_LOAD = 0.5  # 1-minute load average above which the machine counts as shared
 
 
@@ -104,14 +104,15 @@ def _test_line(entries: list[dict[str, Any]], config: BenchConfig) -> str:
 def _table_row(entry: dict[str, Any]) -> str:
     if entry["seeds_ok"] == 0:
         reason = entry["error"].replace("|", "\\|")
-        return f"| {_name(entry)} | FAILED: {reason} |  |  |  |  |  |  |  |  |  |  |  | 0/{entry['seeds']} |"
+        return f"| {_name(entry)} | {_fmt(entry.get('resolution'), 0)} | FAILED: {reason} |" + "  |" * 12 + f" 0/{entry['seeds']} |"
     auroc = _fmt(entry["auroc_mean"])
     if entry["auroc_std"] is not None:
         auroc += f" ± {entry['auroc_std']:.3f}"
     ci = f"{_fmt(entry['auroc_ci_low'])}–{_fmt(entry['auroc_ci_high'])}"
     cells = [
-        _name(entry), auroc, ci, _fmt(entry["auprc"]), _fmt(entry["accuracy"]), _fmt(entry["balanced_accuracy"]),
-        _fmt(entry["sensitivity"]), _fmt(entry["specificity"]), _fmt(entry["f1"]), _fmt(entry["fit_seconds"], 0),
+        _name(entry), _fmt(entry.get("resolution"), 0), auroc, ci, _fmt(entry["auprc"]), _fmt(entry["accuracy"]),
+        _fmt(entry["balanced_accuracy"]), _fmt(entry["sensitivity"]), _fmt(entry["specificity"]), _fmt(entry["f1"]),
+        _fmt(entry.get("pseudo_auc")), _fmt(entry["fit_seconds"], 0),
         _fmt(entry["images_per_second"], 0), _fmt(entry["e2e_images_per_second"], 0), _fmt(entry["peak_rss_mb"], 0),
         f"{entry['seeds_ok']}/{entry['seeds']}",
     ]  # fmt: skip
@@ -131,7 +132,8 @@ def _legend() -> list[str]:
         "",
         "AUROC: mean over seeds ± sample standard deviation; 95 % CI: mean of the per-seed stratified bootstrap "
         "intervals (1,000 resamples). Accuracy, balanced accuracy, sensitivity, specificity and F1 are at the "
-        "calibrated threshold, means over seeds. Fit s: training + calibration wall time (reading images included). "
+        "calibrated threshold, means over seeds. Res.: the method's input side in pixels. Pseudo-AUC: the label-free "
+        "model-selection number a method records (anomalypro: held-out healthy vs held-out mixed images). Fit s: training + calibration wall time (reading images included). "
         "img/s score: batched scoring of preprocessed test images; img/s e2e: the whole test split read, "
         "preprocessed, scored and post-processed. Peak MB: peak resident memory of the cell's process. Per-seed "
         "values, per-class accuracies, latency per study and hyper-parameters are in results.csv.",

@@ -32,7 +32,7 @@ _BENCH = (
     "threshold_rule", "wall_seconds", "started", "loadavg_start",
 )  # fmt: skip
 RESULT_COLUMNS = (
-    "dataset", "method", "base_method", "trains_on", "seed", "status", "error", "auroc", "auroc_ci_low",
+    "dataset", "method", "base_method", "trains_on", "resolution", "seed", "status", "error", "auroc", "auroc_ci_low",
     "auroc_ci_high", *_METRICS[1:], "acc_normal_class", "acc_abnormal_class", "threshold", "n_normal", "n_abnormal",
     "n_failed", "normal_label", "images_per_second", *_BENCH, "params", "config_hash", "cell_dir",
 )  # fmt: skip
@@ -41,7 +41,7 @@ _MEANS = (
     "train_seconds", "epochs", "images_per_second", "e2e_images_per_second", "latency_ms", "peak_rss_mb", "pseudo_auc",
 )  # fmt: skip
 SUMMARY_COLUMNS = (
-    "dataset", "method", "base_method", "trains_on", "seeds", "seeds_ok", "status", "error", "auroc_mean",
+    "dataset", "method", "base_method", "trains_on", "resolution", "seeds", "seeds_ok", "status", "error", "auroc_mean",
     "auroc_std", *_MEANS, "n_normal", "n_abnormal",
 )  # fmt: skip
 
@@ -52,6 +52,7 @@ def cell_row(cell: Cell, out: Path) -> dict[str, Any]:
         "dataset": cell.dataset.name, "method": cell.method.name, "base_method": cell.method.method,
         "seed": cell.seed, "config_hash": cell.key, "cell_dir": str(cell.directory.relative_to(out)),
         "normal_label": cell.dataset.normal_label, "trains_on": "+".join(cell.spec.get("needs", ["normal"])),
+        "resolution": cell.spec.get("preprocessing", {}).get("resolution"),
     }  # fmt: skip
     if cell.status not in ("done", "cached"):
         record = _read(cell.directory / FAILED)
@@ -82,7 +83,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         aurocs = [row["auroc"] for row in ok if _number(row["auroc"])]
         entry = {
             "dataset": dataset, "method": method, "base_method": group[0]["base_method"],
-            "trains_on": group[0].get("trains_on", "normal"), "seeds": len(group),
+            "trains_on": group[0].get("trains_on", "normal"), "resolution": group[0].get("resolution"),
+            "seeds": len(group),
             "seeds_ok": len(ok), "status": status, "error": failures[0]["error"] if failures else "",
             "auroc_mean": statistics.fmean(aurocs) if aurocs else None,
             "auroc_std": statistics.stdev(aurocs) if len(aurocs) > 1 else None,
