@@ -104,7 +104,8 @@ def _test_line(entries: list[dict[str, Any]], config: BenchConfig) -> str:
 def _table_row(entry: dict[str, Any]) -> str:
     if entry["seeds_ok"] == 0:
         reason = entry["error"].replace("|", "\\|")
-        return f"| {_name(entry)} | {_fmt(entry.get('resolution'), 0)} | FAILED: {reason} |" + "  |" * 12 + f" 0/{entry['seeds']} |"
+        start = f"| {_name(entry)} | {_fmt(entry.get('resolution'), 0)} | FAILED: {reason} |"
+        return start + "  |" * 12 + f" 0/{entry['seeds']} |"
     auroc = _fmt(entry["auroc_mean"])
     if entry["auroc_std"] is not None:
         auroc += f" ± {entry['auroc_std']:.3f}"
@@ -133,7 +134,8 @@ def _legend() -> list[str]:
         "AUROC: mean over seeds ± sample standard deviation; 95 % CI: mean of the per-seed stratified bootstrap "
         "intervals (1,000 resamples). Accuracy, balanced accuracy, sensitivity, specificity and F1 are at the "
         "calibrated threshold, means over seeds. Res.: the method's input side in pixels. Pseudo-AUC: the label-free "
-        "model-selection number a method records (anomalypro: held-out healthy vs held-out mixed images). Fit s: training + calibration wall time (reading images included). "
+        "model-selection number a method records (anomalypro: held-out healthy vs held-out mixed images). "
+        "Fit s: training + calibration wall time (reading images included). "
         "img/s score: batched scoring of preprocessed test images; img/s e2e: the whole test split read, "
         "preprocessed, scored and post-processed. Peak MB: peak resident memory of the cell's process. Per-seed "
         "values, per-class accuracies, latency per study and hyper-parameters are in results.csv.",
