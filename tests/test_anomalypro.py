@@ -126,3 +126,21 @@ def test_save_load_gives_identical_scores_and_masks(fitted, test_set, tmp_path) 
     torch.testing.assert_close(second.scores, first.scores)
     torch.testing.assert_close(second.extras["mask"], first.extras["mask"])
     assert loaded.history_["best_epoch"] == fitted.history_.best_epoch
+
+
+def test_a_resumed_run_keeps_the_critic_step_count(tmp_path) -> None:
+    normal, _, _ = make_phantom_set(24, 0, size=16, seed=33)
+    mixed, _, _ = make_phantom_set(8, 8, size=16, seed=34)
+    params = {**AnomalyPro.tiny_params, "n_critic": 3}
+    base = dict(batch_size=8, progress=False, patience=None, checkpoint_dir=str(tmp_path), val_fraction=0.25)
+    first = create("anomalypro", **params)
+    one_epoch = Trainer(TrainConfig(max_epochs=1, **base))
+    first.fit(torch.from_numpy(normal), mixed=torch.from_numpy(mixed), trainer=one_epoch)
+    steps_after_one_epoch = first._step
+    assert steps_after_one_epoch > 0 and first.training_state()["schedule"]["step"] == steps_after_one_epoch
+    second = create("anomalypro", **params)
+    trainer = Trainer(TrainConfig(max_epochs=2, **base))
+    second.fit(torch.from_numpy(normal), mixed=torch.from_numpy(mixed), trainer=trainer)
+    assert second.history_.resumed_from_epoch == 1
+    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert int(last["state"]["schedule"]["step"]) == 2 * steps_after_one_epoch  # counted on, not restarted at 0

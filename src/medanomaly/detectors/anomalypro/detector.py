@@ -152,6 +152,15 @@ class AnomalyPro(TorchDetector):
         self._step, self._generator_logs = 0, {}
         return super().fit(normal, mixed=mixed, trainer=trainer)
 
+    def training_state(self) -> dict[str, dict[str, Tensor]]:
+        """Generator and critic weights plus the critic-step count, so a resumed run keeps the n_critic rhythm."""
+        return {**super().training_state(), "schedule": {"step": torch.tensor(self._step)}}
+
+    def load_training_state(self, state: dict[str, dict[str, Tensor]]) -> None:
+        """Inverse of :meth:`training_state` (checkpoints without a schedule restart the count)."""
+        super().load_training_state(state)
+        self._step = int(state.get("schedule", {}).get("step", 0))
+
     def _loss_weights(self) -> LossWeights:
         return LossWeights(
             self.lambda_adv, self.lambda_id, self.lambda_rec, self.lambda_focus, self.mask_sparsity, self.lambda_gp
