@@ -171,3 +171,22 @@ def test_efficientnet_backbone_starts_from_the_packaged_weights() -> None:
     torch.testing.assert_close(state["_conv_stem.weight"], reference["_conv_stem.weight"])
     logits = detector.network_(torch.rand(2, 1, 64, 64))
     assert logits.shape == (2, 2)
+
+
+def test_an_interrupted_and_resumed_run_ends_with_the_uninterrupted_weights(tmp_path) -> None:
+    normal, _, _ = make_phantom_set(40, 0, size=16, seed=22)
+    abnormal, _, _ = make_phantom_set(0, 20, size=16, seed=23)
+    data = {"normal": torch.from_numpy(normal), "abnormal": torch.from_numpy(abnormal)}
+    base = dict(batch_size=16, progress=False, patience=None)
+
+    def train(epochs: int, checkpoint: str | None) -> CnnClassifier:
+        config = TrainConfig(max_epochs=epochs, checkpoint_dir=checkpoint, **base)
+        detector = create("cnn_classifier", width=4, depth=2, learning_rate=3e-3)
+        return detector.fit(data["normal"], abnormal=data["abnormal"], trainer=Trainer(config))
+
+    straight = train(3, None)
+    train(1, str(tmp_path))  # interrupted after one epoch ...
+    resumed = train(3, str(tmp_path))  # ... and continued: augmentation draws continue too
+    assert resumed.history_.resumed_from_epoch == 1
+    for key, value in straight.network_.state_dict().items():
+        torch.testing.assert_close(resumed.network_.state_dict()[key], value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Self
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset, random_split
 
 from medanomaly.detectors.base import BaseDetector
@@ -91,13 +91,29 @@ class TorchDetector(BaseDetector):
         return total / max(count, 1)
 
     def training_state(self) -> dict[str, dict[str, Tensor]]:
-        """Module weights as nested state dicts (what checkpoints and best-epoch snapshots keep)."""
-        return {name: module.state_dict() for name, module in self.modules().items()}
+        """What checkpoints and best-epoch snapshots keep.
+
+        The trained modules' weights as nested state dicts, and the state of the method's own random generator
+        ``_generator`` (augmentation, sampling) when it has one, so that a resumed run draws what an uninterrupted
+        one would.
+        """
+        state = {name: module.state_dict() for name, module in self.trained_modules().items()}
+        generator = getattr(self, "_generator", None)
+        if isinstance(generator, torch.Generator):
+            state["rng"] = {"generator": generator.get_state()}
+        return state
 
     def load_training_state(self, state: dict[str, dict[str, Tensor]]) -> None:
-        """Inverse of :meth:`training_state`."""
-        for name, module in self.modules().items():
+        """Inverse of :meth:`training_state` (a state without ``rng`` leaves the generator as it is)."""
+        for name, module in self.trained_modules().items():
             module.load_state_dict(state[name])
+        generator = getattr(self, "_generator", None)
+        if "rng" in state and isinstance(generator, torch.Generator):
+            generator.set_state(state["rng"]["generator"])
+
+    def trained_modules(self) -> dict[str, nn.Module]:
+        """The modules the trainer updates (default: all of :meth:`modules`)."""
+        return self.modules()
 
     def fitted_config(self) -> dict[str, Any]:
         """Input shape plus the training history."""

@@ -132,13 +132,9 @@ class AnatPaste(TorchDetector):
         """The fine-tuned network and the fitted Gaussians."""
         return {"network": self.network_, "density": self.density_} if hasattr(self, "network_") else {}
 
-    def training_state(self) -> dict[str, dict[str, Tensor]]:
+    def trained_modules(self) -> dict[str, nn.Module]:
         """Only the network trains (the Gaussians are fitted afterwards)."""
-        return {"network": self.network_.state_dict()}
-
-    def load_training_state(self, state: dict[str, dict[str, Tensor]]) -> None:
-        """Inverse of :meth:`training_state`."""
-        self.network_.load_state_dict(state["network"])
+        return {"network": self.network_}
 
     # --- fitting ----------------------------------------------------------------------------------------------
     def fit(
