@@ -15,9 +15,11 @@ _RULE = "|---" * _HEADER.count(" | ") + "|---|"
 _BUSY_LOAD = 0.5  # 1-minute load average above which the machine counts as shared
 
 
-def summary_markdown(summary: list[dict[str, Any]], config: BenchConfig, environment: dict[str, Any]) -> str:
-    """The whole ``summary.md`` text."""
-    lines = ["# Benchmark summary", "", *_protocol(config), "", *_machine(environment), ""]
+def summary_markdown(
+    summary: list[dict[str, Any]], config: BenchConfig, environment: dict[str, Any], cell_loads: list[float] = ()
+) -> str:
+    """The whole ``summary.md`` text; ``cell_loads`` are the 1-minute load averages at each cell's start."""
+    lines = ["# Benchmark summary", "", *_protocol(config), "", *_machine(environment, list(cell_loads)), ""]
     for dataset in dict.fromkeys(entry["dataset"] for entry in summary):
         entries = [entry for entry in summary if entry["dataset"] == dataset]
         lines += [f"## {dataset}", "", _test_line(entries, config), "", _HEADER, _RULE]
@@ -55,7 +57,7 @@ def _rule(config: BenchConfig) -> str:
     return "`percentile:95` of their scores for anomaly detectors, probability 0.5 for classifiers"
 
 
-def _machine(environment: dict[str, Any]) -> list[str]:
+def _machine(environment: dict[str, Any], cell_loads: list[float]) -> list[str]:
     if not environment:
         return []
     machine, packages = environment.get("machine", {}), environment.get("packages", {})
@@ -69,12 +71,13 @@ def _machine(environment: dict[str, Any]) -> list[str]:
         "",
         *_computed(computing),
     ]
-    loads = [run["loadavg_start"][0] for run in computing if run.get("loadavg_start")]
+    loads = [run["loadavg_start"][0] for run in computing if run.get("loadavg_start")] + cell_loads
     if loads and max(loads) > _BUSY_LOAD:
         lines += [
             "",
-            f"Note: the machine was busy with other work (1-min load average up to {max(loads):.1f} when a run "
-            "started); speeds and fit times are pessimistic. Each cell's load average is in results.csv.",
+            f"Note: the machine was busy (1-min load average up to {max(loads):.1f} when a run or a cell "
+            "started, the benchmark's own work included); speeds and fit times are pessimistic. Each cell's load "
+            "average is in results.csv.",
         ]
     return lines
 

@@ -115,7 +115,8 @@ def write_all(cells: list[Cell], config: BenchConfig, out: Path) -> list[Path]:
     summary = summarize(rows)
     written = [write_csv(rows, RESULT_COLUMNS, out / "results.csv")]
     written.append(write_csv(summary, SUMMARY_COLUMNS, out / "summary.csv"))
-    (out / "summary.md").write_text(summary_markdown(summary, config, _read(out / ENVIRONMENT)))
+    loads = [float(row["loadavg_start"]) for row in rows if _number(row.get("loadavg_start"))]
+    (out / "summary.md").write_text(summary_markdown(summary, config, _read(out / ENVIRONMENT), loads))
     written.append(out / "summary.md")
     for dataset in dict.fromkeys(cell.dataset.name for cell in cells):
         chosen = _first_ok_seed([cell for cell in cells if cell.dataset.name == dataset])
