@@ -15,8 +15,8 @@ DATA_ROOT="${DATA_ROOT:-$(dirname "$REPO")/shared/data}"
 OUT="${1:-$(dirname "$REPO")/bench_runs/full}"
 shift $(( $# > 0 ? 1 : 0 ))
 
-# Methods in the table, in row order. Enabled: the methods registered on 2026-11-23, each of which went through
-# `medanomaly bench --tiny` on a 32 px phantom set. Add each new method once that smoke run passes for it.
+# Methods in the table, in row order: every registered method (each went through `medanomaly bench --tiny` on a
+# 32 px phantom set; all but anatpaste and firefly_svm through the 2026-11-24 table of docs/benchmarks.md).
 METHODS=(
     conv_ae
     perceptual_ae
@@ -24,16 +24,20 @@ METHODS=(
     anatpaste
     firefly_svm          # supervised (labelled train abnormals): marked with a dagger in the table
     cnn_classifier       # supervised upper reference
-    # patchcore          # pretrained-feature baselines (e.g. PARAMS+=(--param patchcore.preprocessing.resolution=224))
-    # padim
-    # fanogan            # GAN baselines
-    # ganomaly
-    # alad
-    # alocc
+    patchcore            # pretrained-feature baselines, at their backbone's 224 px (PARAMS below)
+    padim
+    fanogan              # GAN baselines
+    ganomaly
+    alad
+    alocc
 )
 
 # Per-method settings (METHOD.KEY=VALUE, METHOD.preprocessing.FIELD=VALUE, METHOD.train.FIELD=VALUE).
-PARAMS=()
+PARAMS=(
+    --param patchcore.preprocessing.resolution=224
+    --param padim.preprocessing.resolution=224
+    --param anatpaste.preprocessing.resolution=224
+)
 
 DATA=(
     --data "$DATA_ROOT/zhanglab_chest_xray"               # NORMAL / PNEUMONIA, official test split (234 / 390)
