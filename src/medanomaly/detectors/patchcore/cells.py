@@ -11,6 +11,7 @@ torch-only coarse-level bounds, with the same image scores and looser maps.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import numpy as np
@@ -22,8 +23,9 @@ _KMEANS_ITERATIONS = 10
 _KMEANS_SAMPLE_PER_CELL = 64  # k-means trains on at most this many entries per cell
 
 
+@functools.cache
 def faiss_available() -> bool:
-    """True when the optional faiss package is importable."""
+    """True when the optional faiss package is importable (checked once per process; asked on every batch)."""
     return importlib.util.find_spec("faiss") is not None
 
 

@@ -134,14 +134,15 @@ class PatchCore(BaseDetector):
         n_select = max(1, min(len(features), math.ceil(self.coreset_ratio * len(features))))
         extracted = time.perf_counter()
         rows, radius = self._select(features, n_select, seed)
-        self.fit_timings_ = {"features": extracted - started, "coreset": time.perf_counter() - extracted}
+        selected = time.perf_counter()
         n_cells = cell_count(len(rows), self.n_cells)
         bank = MemoryBank(len(rows), features.shape[1], n_cells)
         bank.bank.copy_(features[torch.from_numpy(rows)])
         del features
         if n_cells:
             bank.centroids.copy_(train_centroids(bank.bank, n_cells, seed))
-        self.fit_timings_["cells"] = time.perf_counter() - extracted - self.fit_timings_["coreset"]
+        timings = (extracted - started, selected - extracted, time.perf_counter() - selected)
+        self.fit_timings_ = dict(zip(("features", "coreset", "cells"), timings, strict=True))
         self.extractor_, self.memory_ = extractor, bank.to(device)
         self.input_shape_ = tuple(int(size) for size in normal.shape[1:])
         self.coreset_radius_ = radius
