@@ -28,7 +28,7 @@ import torch
 
 from medanomaly.evaluation.evaluate import EvaluationResult, evaluate_model
 from medanomaly.fitting import FitOptions, train_model
-from medanomaly.model import Model, Postprocessing
+from medanomaly.model import Model, Postprocessing, training_record
 from medanomaly.pipeline import score_path
 from medanomaly.training import TrainConfig
 from medanomaly.transforms import Preprocessing
@@ -101,6 +101,7 @@ def _training_facts(config: dict[str, Any], model: Model, needs: list[str]) -> d
         "epochs": len(history.get("epochs") or []) or None,
         "best_epoch": history.get("best_epoch"),
         "stopped_because": history.get("stopped_because"),
+        "converged": training_record(config)["converged"],
         "pseudo_auc": find_pseudo_auc(fitted),
     }
 
@@ -201,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m medanomaly.evaluation.bench_cell CELL_DIR", file=sys.stderr)
         return 2
     directory = Path(args[0])
-    # force: a third-party import may already have configured the root logger (niapy calls basicConfig on import)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         result = run_cell(directory)
     except Exception as error:  # the process boundary: any failure becomes the cell's one-line reason

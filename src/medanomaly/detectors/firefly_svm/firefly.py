@@ -15,11 +15,18 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from niapy.algorithms.basic import FireflyAlgorithm
-from niapy.problems import Problem
-from niapy.task import Task
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import SVC
+
+# niapy calls logging.basicConfig() when imported; a root handler for the duration makes that a no-op.
+_IMPORT_GUARD = logging.NullHandler()
+logging.getLogger().addHandler(_IMPORT_GUARD)
+try:
+    from niapy.algorithms.basic import FireflyAlgorithm
+    from niapy.problems import Problem
+    from niapy.task import Task
+finally:
+    logging.getLogger().removeHandler(_IMPORT_GUARD)
 
 logger = logging.getLogger(__name__)
 LOG_C_RANGE = (-2.0, 3.0)
