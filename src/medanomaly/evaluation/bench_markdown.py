@@ -22,8 +22,7 @@ def summary_markdown(
     lines = ["# Benchmark summary", "", *_protocol(config), "", *_machine(environment, list(cell_loads)), ""]
     for dataset in dict.fromkeys(entry["dataset"] for entry in summary):
         entries = [entry for entry in summary if entry["dataset"] == dataset]
-        lines += [f"## {dataset}", "", _test_line(entries, config), "", _HEADER, _RULE]
-        lines += [_table_row(entry) for entry in entries]
+        lines += [f"## {dataset}", "", _test_line(entries, config), "", *summary_table(entries)]
         failures = [entry for entry in entries if entry["error"]]
         if failures:
             lines += ["", "Failures:"]
@@ -31,6 +30,11 @@ def summary_markdown(
         lines.append("")
     lines += _legend()
     return "\n".join(lines) + "\n"
+
+
+def summary_table(entries: list[dict[str, Any]]) -> list[str]:
+    """The Markdown table (header, rule, one row per summary entry) of one data set."""
+    return [_HEADER, _RULE, *(_table_row(entry) for entry in entries)]
 
 
 def _protocol(config: BenchConfig) -> list[str]:
@@ -124,15 +128,19 @@ def _table_row(entry: dict[str, Any]) -> str:
 
 
 def _name(entry: dict[str, Any]) -> str:
-    """The method with † when it trains on labelled abnormal images, ‡ when on an unlabelled mixed set."""
+    """The method with † when it trains on labelled abnormal images, ‡ when on an unlabelled mixed set, § when the
+    time budget stopped the training of any seed before it converged."""
     trains_on = str(entry.get("trains_on") or "")
-    return entry["method"] + (" †" if "abnormal" in trains_on else "") + (" ‡" if "mixed" in trains_on else "")
+    marks = (" †" if "abnormal" in trains_on else "") + (" ‡" if "mixed" in trains_on else "")
+    return entry["method"] + marks + (" §" if entry.get("seeds_budget_cut") else "")
 
 
 def _legend() -> list[str]:
     return [
         "† supervised: trained on labelled abnormal images too (an upper reference, not an unsupervised result). "
-        "‡ learns from an unlabelled mixed set (train abnormals with their labels withheld).",
+        "‡ learns from an unlabelled mixed set (train abnormals with their labels withheld). "
+        "§ the time budget stopped training before it converged (in at least one seed; column converged in "
+        "results.csv): the row understates the method.",
         "",
         "AUROC: mean over seeds ± sample standard deviation; 95 % CI: mean of the per-seed stratified bootstrap "
         "intervals (1,000 resamples). Accuracy, balanced accuracy, sensitivity, specificity and F1 are at the "
