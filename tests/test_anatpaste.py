@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from medanomaly.data.synthetic import make_phantom_set

@@ -4,7 +4,7 @@ import time
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from medanomaly.cli.main import main

@@ -173,7 +173,7 @@ def _needs_abnormal(spec: str | None) -> bool:
     return spec is not None and parse_calibration(spec)["method"] in ("youden", "f1", "sensitivity")
 
 
-def _tune(detector, normal, options: FitOptions, load, normal_label: str | None):  # noqa: ANN001, ANN202
+def _tune(detector, normal, options: FitOptions, load, normal_label: str | None):
     """``--tune-with``: the method's own search on a labelled folder; returns the chosen fitted detector, a record."""
     tune = getattr(type(detector), "tune", None)
     if tune is None:
@@ -187,7 +187,7 @@ def _tune(detector, normal, options: FitOptions, load, normal_label: str | None)
     return chosen, {"data": str(index.root), **record}
 
 
-def _loader(options: FitOptions):  # noqa: ANN202
+def _loader(options: FitOptions):
     def load(samples: list[Sample], what: str) -> LoadedImages:
         return load_images(samples, options.preprocessing, progress=options.progress, desc=f"load {what}")
 

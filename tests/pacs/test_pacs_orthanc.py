@@ -67,7 +67,7 @@ class Processed:
 
 
 @pytest.fixture(scope="module")
-def processed(orthanc, pacs_model_dir, philips_ct, make_dx, make_ct, tmp_path_factory) -> Processed:  # noqa: ANN001
+def processed(orthanc, pacs_model_dir, philips_ct, make_dx, make_ct, tmp_path_factory) -> Processed:
     work = tmp_path_factory.mktemp("pacs-work")
     settings = PacsSettings(
         url=orthanc.dicomweb,
@@ -101,12 +101,12 @@ def processed(orthanc, pacs_model_dir, philips_ct, make_dx, make_ct, tmp_path_fa
     return Processed(settings, client, outbox, model, db_url, sources, reports)
 
 
-def _series_by_modality(orthanc, study_uid: str) -> dict[str, dict]:  # noqa: ANN001
+def _series_by_modality(orthanc, study_uid: str) -> dict[str, dict]:
     series = orthanc.rest(f"/studies/{orthanc.study_id(study_uid)}/series")
     return {item["MainDicomTags"]["Modality"]: item for item in series}
 
 
-def test_results_are_new_series_of_the_source_study(processed, orthanc) -> None:  # noqa: ANN001
+def test_results_are_new_series_of_the_source_study(processed, orthanc) -> None:
     for name, sources in processed.sources.items():
         report = processed.reports[name]
         assert report.flush.ok and len(report.scored) == 1, name
@@ -120,7 +120,7 @@ def test_results_are_new_series_of_the_source_study(processed, orthanc) -> None:
         assert report.flush.sent == len(RESULT_MODALITIES) - 1 + min(3, len(sources))
 
 
-def test_ct_sr_and_seg_read_back_match_the_source_slices(processed) -> None:  # noqa: ANN001
+def test_ct_sr_and_seg_read_back_match_the_source_slices(processed) -> None:
     outcome = processed.reports["philips"].outcomes[0]
     sources = {str(ds.SOPInstanceUID): ds for ds in processed.sources["philips"]}
     sr = hd.sr.Comprehensive3DSR.from_dataset(processed.result_series("philips", "SR"))
@@ -143,7 +143,7 @@ def test_ct_sr_and_seg_read_back_match_the_source_slices(processed) -> None:  # 
         assert (pixels[frame] == expected[index[uid]]).all()
 
 
-def test_synthetic_dx_and_ct_results_read_back(processed) -> None:  # noqa: ANN001
+def test_synthetic_dx_and_ct_results_read_back(processed) -> None:
     for name, shape in (("dx", (1, 80, 64)), ("ct", (6, 48, 48))):
         result = processed.reports[name].outcomes[0].result
         sr = hd.sr.Comprehensive3DSR.from_dataset(processed.result_series(name, "SR"))
@@ -156,7 +156,7 @@ def test_synthetic_dx_and_ct_results_read_back(processed) -> None:  # noqa: ANN0
 
 
 @pytest.mark.skipif(not HAVE_SERVICE, reason="the web service's dependencies (SQLAlchemy, Alembic) are not installed")
-def test_results_appear_in_the_service_worklist(processed) -> None:  # noqa: ANN001
+def test_results_appear_in_the_service_worklist(processed) -> None:
     from medanomaly.service.db import make_engine, make_session_factory
     from medanomaly.service.studies import query_studies
 
@@ -172,7 +172,7 @@ def test_results_appear_in_the_service_worklist(processed) -> None:  # noqa: ANN
             assert (Path(processed.db_url.removeprefix("sqlite:///")).parent / row.result.arrays_path).is_file()
 
 
-def test_pushing_twice_leaves_one_copy(processed, orthanc, capsys) -> None:  # noqa: ANN001
+def test_pushing_twice_leaves_one_copy(processed, orthanc, capsys) -> None:
     uid = processed.uid("dx")
     before = {m: len(s["Instances"]) for m, s in _series_by_modality(orthanc, uid).items()}
     queued = processed.outbox.requeue(uid)
@@ -209,7 +209,7 @@ def test_pushing_twice_leaves_one_copy(processed, orthanc, capsys) -> None:  # n
 
 def test_pacs_down_keeps_results_queued_then_sends_them(
     orthanc, pacs_model_dir, make_dx, dead_url, tmp_path, capsys, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     good = PacsSettings(url=orthanc.dicomweb, user=orthanc.user, password=orthanc.password, workdir=tmp_path)
     datasets = make_dx(seed=7, lesion=False)
     PacsClient(good).store(datasets)
@@ -243,7 +243,7 @@ def test_pacs_down_keeps_results_queued_then_sends_them(
     assert RESULT_MODALITIES <= set(_series_by_modality(orthanc, uid))
 
 
-def test_watch_once_processes_each_new_study_once(orthanc, pacs_model_dir, make_dx, tmp_path, capsys) -> None:  # noqa: ANN001
+def test_watch_once_processes_each_new_study_once(orthanc, pacs_model_dir, make_dx, tmp_path, capsys) -> None:
     settings = PacsSettings(url=orthanc.dicomweb, user=orthanc.user, password=orthanc.password)
     PacsClient(settings).store(make_dx(seed=11))
     dx_studies = {s.study_uid for s in PacsClient(settings).search_studies(["DX"])}
@@ -272,7 +272,7 @@ def test_watch_once_processes_each_new_study_once(orthanc, pacs_model_dir, make_
     assert "poll done: 0 new study(ies)" in capsys.readouterr().out
 
 
-def test_list_filters_studies_by_modality(processed, orthanc, capsys) -> None:  # noqa: ANN001
+def test_list_filters_studies_by_modality(processed, orthanc, capsys) -> None:
     argv = [
         "pacs",
         "list",
@@ -293,7 +293,7 @@ def test_list_filters_studies_by_modality(processed, orthanc, capsys) -> None:  
     assert processed.uid("dx") in capsys.readouterr().out
 
 
-def test_refusals_are_clear_and_not_retried(orthanc, pacs_model_dir, tmp_path) -> None:  # noqa: ANN001
+def test_refusals_are_clear_and_not_retried(orthanc, pacs_model_dir, tmp_path) -> None:
     waits: list[float] = []
     wrong = PacsSettings(url=orthanc.dicomweb, user=orthanc.user, password="wrong", retries=3, workdir=tmp_path)
     with pytest.raises(PacsError, match=r"HTTP 401 \(check MEDANOMALY_PACS_USER / MEDANOMALY_PACS_PASSWORD\)"):

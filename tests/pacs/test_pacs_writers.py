@@ -33,7 +33,7 @@ def _text_items(dataset: Dataset) -> dict[str, str]:
     return found
 
 
-def _scored(model_dir: Path, folder: Path):  # noqa: ANN202
+def _scored(model_dir: Path, folder: Path):
     """Score a written series; the finding threshold is set at the study's 99th map percentile so that the
     writers always have findings to write (this tests the writers, not the model)."""
     model = Model.load(model_dir)
@@ -50,18 +50,18 @@ def _scored(model_dir: Path, folder: Path):  # noqa: ANN202
 
 
 @pytest.fixture(scope="module")
-def ct(pacs_model_dir, make_ct, write_series, tmp_path_factory):  # noqa: ANN001, ANN201
+def ct(pacs_model_dir, make_ct, write_series, tmp_path_factory):
     return _scored(pacs_model_dir, write_series(make_ct(seed=1), tmp_path_factory.mktemp("ct") / "series"))
 
 
 @pytest.fixture(scope="module")
-def dx(pacs_model_dir, make_dx, write_series, tmp_path_factory):  # noqa: ANN001, ANN201
+def dx(pacs_model_dir, make_dx, write_series, tmp_path_factory):
     deidentified = make_dx(seed=2)
     del deidentified[0].PatientBirthDate, deidentified[0].StudyID  # Type 2 attributes often dropped
     return _scored(pacs_model_dir, write_series(deidentified, tmp_path_factory.mktemp("dx") / "series"))
 
 
-def test_sr_holds_score_threshold_decision_algorithm_and_one_roi_per_finding(ct) -> None:  # noqa: ANN001
+def test_sr_holds_score_threshold_decision_algorithm_and_one_roi_per_finding(ct) -> None:
     model, study, result, sources, results, _ = ct
     sr = hd.sr.Comprehensive3DSR.from_dataset(results["sr"][0])
     assert sr.StudyInstanceUID == sources[0].StudyInstanceUID
@@ -88,7 +88,7 @@ def test_sr_holds_score_threshold_decision_algorithm_and_one_roi_per_finding(ct)
         assert np.array_equal(polyline[0], polyline[-1])
 
 
-def test_seg_has_one_frame_per_source_slice_at_its_position(ct) -> None:  # noqa: ANN001
+def test_seg_has_one_frame_per_source_slice_at_its_position(ct) -> None:
     model, study, result, sources, results, _ = ct
     seg = hd.seg.Segmentation.from_dataset(results["seg"][0])
     assert seg.StudyInstanceUID == sources[0].StudyInstanceUID and seg.SegmentationType == "BINARY"
@@ -105,7 +105,7 @@ def test_seg_has_one_frame_per_source_slice_at_its_position(ct) -> None:  # noqa
         assert np.array_equal(pixels[frame].astype(bool), expected[index[source_uid]])
 
 
-def test_dx_results_sit_on_the_radiograph_grid(dx) -> None:  # noqa: ANN001
+def test_dx_results_sit_on_the_radiograph_grid(dx) -> None:
     _, study, result, sources, results, _ = dx
     assert result.geometry.original_shape == (80, 64)
     seg = results["seg"][0]
@@ -123,7 +123,7 @@ def test_dx_results_sit_on_the_radiograph_grid(dx) -> None:  # noqa: ANN001
     assert capture.pixel_array.std() > 0
 
 
-def test_pdf_report_is_encapsulated_in_the_study(dx) -> None:  # noqa: ANN001
+def test_pdf_report_is_encapsulated_in_the_study(dx) -> None:
     pytest.importorskip("reportlab", reason="the PDF report builder needs reportlab")
     _, _, _, sources, results, notes = dx
     document = results["pdf"][0]
@@ -135,7 +135,7 @@ def test_pdf_report_is_encapsulated_in_the_study(dx) -> None:  # noqa: ANN001
         build_pdf(b"<html>", ResultContext(tuple(sources), "conv_ae", 1))
 
 
-def test_result_uids_are_deterministic_per_source_and_model_version(ct, pacs_model_dir) -> None:  # noqa: ANN001
+def test_result_uids_are_deterministic_per_source_and_model_version(ct, pacs_model_dir) -> None:
     model, study, result, sources, results, _ = ct
     again, _ = build_results(model, score_study(model, study), sources, pdf=False)
     uids = {kind: ds.SOPInstanceUID for kind, ds in again}

@@ -101,7 +101,7 @@ def normal_png(tmp_path: Path) -> Path:
     return phantom_png(tmp_path / "in" / "normal.png", lesion=False, seed=12)
 
 
-def ct_dataset(pixels: np.ndarray, index: int = 0, **attrs: Any):  # noqa: ANN201
+def ct_dataset(pixels: np.ndarray, index: int = 0, **attrs: Any):
     """A CT slice dataset (int16 HU-like values) of one series; ``attrs`` override header fields."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid

@@ -15,7 +15,7 @@ from medanomaly.data.synthetic import make_phantom
 PASSWORDS = {"admin": "admin-pass-1", "rad": "rad-pass-123"}
 
 
-def make_settings(data_dir: Path, model_dirs: tuple[str, ...], **changes: Any):  # noqa: ANN201
+def make_settings(data_dir: Path, model_dirs: tuple[str, ...], **changes: Any):
     """Settings for tests: cheap Argon2, no background worker unless asked."""
     from medanomaly.service.settings import Settings
 
@@ -70,7 +70,7 @@ def login(app: Any, username: str = "rad") -> Session:
     return Session(client, response.json()["csrf_token"])
 
 
-def phantom_png(path: Path, *, lesion: bool, size: int = 32, seed: int = 0, radius=(0.05, 0.09)) -> Path:  # noqa: ANN001
+def phantom_png(path: Path, *, lesion: bool, size: int = 32, seed: int = 0, radius=(0.05, 0.09)) -> Path:
     """Write one phantom PNG (8 bit)."""
     image, _ = make_phantom(np.random.default_rng(seed), size, lesion=lesion, lesion_radius=radius)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from medanomaly.pipeline import score_path
 from medanomaly.service.db import AuditEvent, Report, Study
 
 
-def _actions(app) -> list[str]:  # noqa: ANN001
+def _actions(app) -> list[str]:
     with app.state.session_factory() as db:
         return list(db.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
 
@@ -54,7 +54,7 @@ def test_volume_is_scored_slice_by_slice_with_progress(app, rad, nifti_volume: P
     reports: list[tuple[int, int]] = []
     original = JobRunner._progress
 
-    def spy(self, study_id):  # noqa: ANN001, ANN202
+    def spy(self, study_id):
         report = original(self, study_id)
         return lambda done, total: (reports.append((done, total)), report(done, total))
 
@@ -233,7 +233,7 @@ def test_demo_workstation_has_users_and_queued_studies(model_dir, lesion_png, no
     assert app.state.jobs.run_pending() == 3
 
 
-def login_as(app, username: str, password: str):  # noqa: ANN001, ANN201
+def login_as(app, username: str, password: str):
     from fastapi.testclient import TestClient
 
     client = TestClient(app)

@@ -36,7 +36,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def live_server(app_factory) -> Iterator[tuple[str, Any]]:  # noqa: ANN001
+def live_server(app_factory) -> Iterator[tuple[str, Any]]:
     """The app with its scoring worker, served by uvicorn on a loopback port in a thread."""
     import uvicorn
 

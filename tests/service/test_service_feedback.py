@@ -17,7 +17,7 @@ from medanomaly.data.datasets import load_index
 from medanomaly.model import Model
 
 
-def _label_studies(app, tmp_path: Path) -> list[int]:  # noqa: ANN001
+def _label_studies(app, tmp_path: Path) -> list[int]:
     """Upload 3 normal and 3 lesion phantoms, score them, and label each one as a radiologist would."""
     rad = login(app, "rad")
     ids, truth = [], []

@@ -26,7 +26,7 @@ def _zip(path: Path, members: dict[str, bytes], *, symlink: str | None = None) -
     return path
 
 
-def _count_studies(app) -> int:  # noqa: ANN001
+def _count_studies(app) -> int:
     with app.state.session_factory() as db:
         return db.scalar(select(func.count()).select_from(Study))
 
@@ -142,7 +142,7 @@ def test_upload_never_keeps_a_partial_study_when_the_database_fails(app, lesion_
 
     rad = login(app, "rad")
 
-    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def broken(*args, **kwargs):
         raise RuntimeError("database went away")
 
     monkeypatch.setattr(studies.audit, "record", broken)

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pixel_metrics(result, data: Path) -> dict:  # noqa: ANN001
+def _pixel_metrics(result, data: Path) -> dict:
     """Pixel AUROC / best Dice of the maps against the planted-lesion masks."""
     masks, maps = [], []
     for path, label, scored in zip(result.paths, result.labels, result.scored, strict=True):

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _change(db, settings, args: argparse.Namespace, user):  # noqa: ANN001, ANN202 (service types imported lazily)
+def _change(db, settings, args: argparse.Namespace, user):
     """Apply add/passwd/disable/enable to ``user`` (None for a new one); returns the user, flushed."""
     from medanomaly.service.db import User
     from medanomaly.service.security import check_username, hash_password, password_hasher

@@ -144,5 +144,5 @@ def fingerprint(samples: list[Sample]) -> str:
         files = sorted(sample.path.rglob("*")) if sample.path.is_dir() else [sample.path]
         for file in files:
             if file.is_file():
-                digest.update(hashlib.sha1(file.read_bytes()).digest())  # noqa: S324 (content id, not security)
+                digest.update(hashlib.sha1(file.read_bytes()).digest())
     return digest.hexdigest()

@@ -69,7 +69,7 @@ def make_phantom(
     return np.clip(image, 0, 1).astype(np.float32), mask
 
 
-def _plant_lesions(image, lungs, rows, cols, rng, n_lesions, lesion_radius) -> np.ndarray:  # noqa: ANN001
+def _plant_lesions(image, lungs, rows, cols, rng, n_lesions, lesion_radius) -> np.ndarray:
     mask = np.zeros(image.shape, np.uint8)
     candidates = np.argwhere(lungs)
     for _ in range(n_lesions):

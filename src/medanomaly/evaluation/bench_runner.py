@@ -79,7 +79,7 @@ def _run_child(directory: Path, timeout: float | None, heartbeat: Callable[[floa
     command = [sys.executable, "-m", "medanomaly.evaluation.bench_cell", str(directory)]
     started, timed_out = time.monotonic(), False
     with (directory / LOG).open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_child_environment())  # noqa: S603
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_child_environment())
         try:
             while process.poll() is None:
                 elapsed = time.monotonic() - started

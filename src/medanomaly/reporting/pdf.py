@@ -132,8 +132,8 @@ def _opinions(report: StudyReport, style: dict[str, ParagraphStyle]) -> list[Any
     return items
 
 
-def _footer(report: StudyReport):  # noqa: ANN202
-    def draw(canvas, document) -> None:  # noqa: ANN001
+def _footer(report: StudyReport):
+    def draw(canvas, document) -> None:
         canvas.saveState()
         canvas.setFont("Helvetica", 7.5)
         canvas.setFillColor(_GREY)

@@ -23,7 +23,7 @@ def _volume(out: Path, size: int) -> Path:
     return path
 
 
-def prepare_demo(out: Path, model_dir: Path, studies: list[Path], size: int = 64):  # noqa: ANN201
+def prepare_demo(out: Path, model_dir: Path, studies: list[Path], size: int = 64):
     """Create ``out/workstation`` afresh with the demo users and the given studies queued; returns the app."""
     from medanomaly.service.app import create_app
     from medanomaly.service.db import User

@@ -196,7 +196,7 @@ def map_rgba(arrays: StudyArrays, index: int, cmap: str = "jet") -> np.ndarray:
     return np.round(rgba * 255).astype(np.uint8)
 
 
-def overlay_rgb(arrays: StudyArrays, index: int, window: str = "auto", cmap: str = "jet", alpha: float = 0.45):  # noqa: ANN201
+def overlay_rgb(arrays: StudyArrays, index: int, window: str = "auto", cmap: str = "jet", alpha: float = 0.45):
     """(H, W, 3) uint8 slice with the heat map blended in (what the report prints)."""
     image = window_slice(arrays, index, window)
     if arrays.maps is None:

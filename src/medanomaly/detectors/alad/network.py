@@ -9,7 +9,7 @@ All three are spectrally normalised, as in the paper. Convolutional parts come f
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medanomaly.detectors.gan_blocks import ConvDecoder, ConvEncoder, linear

@@ -7,7 +7,7 @@ input is a real normal image. Both are built from :mod:`medanomaly.detectors.gan
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medanomaly.detectors.gan_blocks import ConvDecoder, ConvEncoder, feature_distance

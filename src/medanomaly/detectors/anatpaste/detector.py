@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from sklearn.covariance import LedoitWolf
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset

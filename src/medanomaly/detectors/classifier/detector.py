@@ -16,7 +16,7 @@ import logging
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset, TensorDataset

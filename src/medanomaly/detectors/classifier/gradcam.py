@@ -9,7 +9,7 @@ only the head is differentiated); no hooks are left behind and no parameter grad
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 

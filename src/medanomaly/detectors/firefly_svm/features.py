@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from skimage.feature import graycomatrix, graycoprops, hog
 from torch import Tensor
 

@@ -47,7 +47,7 @@ class SearchResult:
     """
 
     selected: np.ndarray
-    C: float  # noqa: N815 (sklearn's name)
+    C: float
     gamma: float
     cv_score: float
     n_evaluations: int

@@ -10,7 +10,7 @@ to the image size, is the anomaly map.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medanomaly.features import FeatureExtractor

@@ -36,7 +36,7 @@ def _safe_next(target: str | None) -> str:
 
 
 @router.get("/login", include_in_schema=False)
-def login_page(request: Request, user: OptionalUserDep, next: str | None = None):  # noqa: A002, ANN201
+def login_page(request: Request, user: OptionalUserDep, next: str | None = None):
     """The log-in form."""
     if user is not None:
         return RedirectResponse(_safe_next(next), status_code=303)
@@ -44,12 +44,12 @@ def login_page(request: Request, user: OptionalUserDep, next: str | None = None)
 
 
 @router.post("/login", include_in_schema=False)
-def login_form(  # noqa: ANN201
+def login_form(
     request: Request,
     db: DbDep,
     username: Annotated[str, Form()],
     password: Annotated[str, Form()],
-    next: Annotated[str, Form()] = "/",  # noqa: A002
+    next: Annotated[str, Form()] = "/",
 ):
     """Check the form's credentials; back to the form with a message when they are wrong."""
     if authenticate(request, db, username.strip(), password) is None:

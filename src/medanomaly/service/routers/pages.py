@@ -69,7 +69,7 @@ def upload(
     return RedirectResponse(f"/studies/{study.id}", status_code=303)
 
 
-def _viewer_config(request: Request, study, result, settings, user) -> dict[str, Any]:  # noqa: ANN001
+def _viewer_config(request: Request, study, result, settings, user) -> dict[str, Any]:
     prefs = DisplaySettings(**(user.display_settings or {})).model_dump()
     config: dict[str, Any] = {"study": study.id, "status": study.status, "prefs": prefs, "colormaps": COLORMAPS}
     if result is None:

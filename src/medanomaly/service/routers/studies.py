@@ -122,12 +122,12 @@ def rescore_study(db: DbDep, user: UserDep, jobs: JobsDep, study_id: int) -> Stu
     return study_out(study)
 
 
-def _arrays_for(db: DbDep, settings: SettingsDep, study_id: int):  # noqa: ANN202
+def _arrays_for(db: DbDep, settings: SettingsDep, study_id: int):
     study = get_study(db, study_id)
     return load_arrays(settings.data_dir / done_result(study).arrays_path)
 
 
-def _png(render, *args) -> Response:  # noqa: ANN001
+def _png(render, *args) -> Response:
     try:
         return Response(png_bytes(render(*args)), media_type="image/png", headers=_PNG_HEADERS)
     except IndexError as error:
