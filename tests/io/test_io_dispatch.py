@@ -73,7 +73,7 @@ def test_find_studies(tmp_path, make_series, write_dicom, caplog):
         studies = find_studies(root)
     assert studies == [mixed / "1.dcm", mixed / "2.dcm", series.folder, single, root / "vol.nii.gz",
                        root / "xray" / "a.png", root / "xray" / "b.png"]
-    assert "skipping 2 DICOM files" in caplog.text
+    assert "2 DICOM files of series" in caplog.text
     assert find_studies(root) == studies  # deterministic
     assert all(read_study(path).n_slices >= 1 for path in studies)
 

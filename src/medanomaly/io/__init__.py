@@ -3,6 +3,6 @@
 pydicom and nibabel are imported only when a DICOM or NIfTI file is read.
 """
 
-from medanomaly.io.reader import find_studies, inspect_study, is_readable, read_study
+from medanomaly.io.reader import find_studies, inspect_study, is_readable, read_study, scan_studies
 
-__all__ = ["find_studies", "inspect_study", "is_readable", "read_study"]
+__all__ = ["find_studies", "inspect_study", "is_readable", "read_study", "scan_studies"]

@@ -20,6 +20,7 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.io import dicom_header as dh
+from medanomaly.io import validate
 from medanomaly.types import Study
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def _require_pixels(path: Path, ds: Dataset) -> str:
             raise InputError(path, f"DICOM file ({sop or 'image'}) has no pixel data", _CORRUPT_HINT)
         problem = f"DICOM file has no image ({sop or 'unknown SOP class'}, modality {ds.get('Modality') or 'unknown'})"
         raise InputError(path, problem, "pass an image such as CT, MR, CR or DX; reports and DICOMDIRs hold no pixels")
-    if "PhotometricInterpretation" not in ds and int(ds.get("SamplesPerPixel") or 1) == 1:
+    if "PhotometricInterpretation" not in ds and dh.count(ds, "SamplesPerPixel", 1) == 1:
         logger.warning("%s: no PhotometricInterpretation, assuming MONOCHROME2", path)
         ds.PhotometricInterpretation = "MONOCHROME2"
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
@@ -138,12 +139,42 @@ def _require_pixels(path: Path, ds: Dataset) -> str:
                      "only MONOCHROME1, MONOCHROME2, RGB and YBR_* images are read; convert the file to RGB or grey")
 
 
+def _dimensions(path: Path, ds: Dataset) -> tuple[int, int, int, int]:
+    """(frames, rows, columns, samples) from the header, each one positive whole number.
+
+    Raises:
+        InputError: A count is missing, multi-valued, zero or not a number.
+    """
+    try:
+        frames = dh.count(ds, "NumberOfFrames", 1)
+        rows, cols, samples = dh.shape_key(ds)
+    except (ValueError, TypeError) as err:
+        raise InputError(path, f"malformed image header ({_first_line(err)})", _CORRUPT_HINT) from err
+    if min(frames, rows, cols, samples) < 1 or samples not in (1, 3):
+        problem = f"malformed image header (NumberOfFrames {frames}, Rows {rows}, Columns {cols}, " \
+                  f"SamplesPerPixel {samples})"
+        raise InputError(path, problem, _CORRUPT_HINT)
+    return frames, rows, cols, samples
+
+
 def _check_size(path: Path, ds: Dataset, max_pixels: int) -> None:
-    """Raise InputError when one slice of ``ds`` has more than ``max_pixels`` pixels."""
-    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    """Refuse, before decoding, a slice above ``max_pixels``, a file above the voxel limit, or an implausible size.
+
+    Compressed pixel data announcing more than 4096 times its own size (plus 16 MB) is refused too: no codec
+    compresses real images that far, so Rows, Columns or NumberOfFrames must be corrupt.
+    """
+    frames, rows, cols, samples = _dimensions(path, ds)
     if rows * cols > max_pixels:
         problem = f"image is {cols}x{rows} = {rows * cols:,} pixels per slice, above the limit of {max_pixels:,}"
         raise InputError(path, problem, _LIMIT_HINT)
+    validate.check_voxels(path, (frames, rows, cols, samples), "DICOM pixel data")
+    if getattr(dh.transfer_syntax(ds), "is_compressed", False) is not True:
+        return
+    stored = len(ds.get("PixelData") or b"")
+    announced = frames * rows * cols * samples * max(1, (dh.count(ds, "BitsAllocated", 8) + 7) // 8)
+    if announced > 4096 * stored + (16 << 20):
+        problem = f"header announces {announced:,} bytes of pixels from {stored:,} compressed bytes"
+        raise InputError(path, problem, _CORRUPT_HINT)
 
 
 def _pixel_array(path: Path, ds: Dataset) -> np.ndarray:
@@ -179,14 +210,21 @@ def _decode(path: Path, ds: Dataset) -> np.ndarray:
         InputError: As :func:`_pixel_array`.
     """
     arr = _pixel_array(path, ds)
-    grey = int(ds.get("SamplesPerPixel") or 1) == 1
+    grey = dh.count(ds, "SamplesPerPixel", 1) == 1
     if arr.ndim == (2 if grey else 3):
         arr = arr[None]
     if not grey:
         return arr.astype(np.float32)
     if ds.get("ModalityLUTSequence"):
-        return _pydicom().pixels.apply_modality_lut(arr, ds).astype(np.float32)
+        try:
+            return _pydicom().pixels.apply_modality_lut(arr, ds).astype(np.float32)
+        except Exception as err:
+            raise InputError(path, f"Modality LUT unreadable ({type(err).__name__}: {_first_line(err)})",
+                             _CORRUPT_HINT) from err
     slope, intercept = dh.rescale(ds)
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or abs(slope) > 1e30 or abs(intercept) > 1e30:
+        raise InputError(path, f"RescaleSlope {slope} / RescaleIntercept {intercept} are not usable numbers",
+                         _CORRUPT_HINT)
     return arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
 
 
@@ -278,7 +316,7 @@ def read_dicom_series(folder: str | Path, *, color: bool = False, max_pixels: in
     _validate_series(folder, headers, max_pixels)
     order, slice_positions, slice_order = dh.order_slices(headers)
     headers = [headers[i] for i in order]
-    slices = [_read_slice(path) for path, _ in headers]
+    slices = [_read_slice(path, max_pixels) for path, _ in headers]
     first = headers[0][1]
     meta = dh.common_meta(first, str(first.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper())
     meta.update(path=str(folder), kind="dicom_series", n_files=len(headers), slice_order=slice_order,
@@ -288,10 +326,11 @@ def read_dicom_series(folder: str | Path, *, color: bool = False, max_pixels: in
     return _finish(np.stack(slices), meta, color)
 
 
-def _read_slice(path: Path) -> np.ndarray:
+def _read_slice(path: Path, max_pixels: int) -> np.ndarray:
     """Read one slice of a series: (H, W) or (H, W, 3) float32 in modality units."""
     ds = read_dataset(path)
     _require_pixels(path, ds)
+    _check_size(path, ds, max_pixels)
     return _decode(path, ds)[0]
 
 
@@ -331,16 +370,22 @@ def _validate_series(folder: Path, headers: list[tuple[Path, Dataset]], max_pixe
     Raises:
         InputError: Naming the folder (mixed series) or the first odd file.
     """
-    uids = sorted({dh.text(ds.get("SeriesInstanceUID")) for _, ds in headers})
+    missing = [path.name for path, ds in headers if dh.text(ds.get("SeriesInstanceUID")) is None]
+    if missing and len(missing) < len(headers):
+        shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+        raise InputError(folder, f"{len(missing)} of {len(headers)} slices lack a SeriesInstanceUID ({shown})",
+                         "the folder may mix series: fix or remove those files")
+    uids = sorted({dh.text(ds.get("SeriesInstanceUID")) or "" for _, ds in headers})
     if len(uids) > 1:
         shown = ", ".join(uids[:4]) + (", ..." if len(uids) > 4 else "")
         raise InputError(folder, f"folder mixes {len(uids)} series ({shown})",
                          "pass a folder that holds one series: move each series into its own folder")
     ref_path, ref = headers[0]
     _check_size(ref_path, ref, max_pixels)
+    validate.check_voxels(folder, (len(headers), *dh.shape_key(ref)), "DICOM series")
     for path, ds in headers:
         if dh.shape_key(ds) != dh.shape_key(ref):
             raise InputError(path, f"slice size {dh.describe_shape(ds)} differs from {dh.describe_shape(ref)} "
                              f"of {ref_path.name}", "a series folder holds slices of one size; remove the odd file")
-        if int(ds.get("NumberOfFrames") or 1) > 1:
+        if _dimensions(path, ds)[0] > 1:
             raise InputError(path, "multi-frame file inside a series folder", "pass multi-frame files one at a time")

@@ -124,6 +124,7 @@ def common_meta(ds: Dataset, photometric: str) -> dict[str, Any]:
     bits = ds.get("BitsStored") or ds.get("BitsAllocated")
     return {
         "modality": text(ds.get("Modality")),
+        "body_part": text(ds.get("BodyPartExamined")),
         "patient_id": text(ds.get("PatientID")),
         "study_uid": text(ds.get("StudyInstanceUID")),
         "series_uid": text(ds.get("SeriesInstanceUID")),
@@ -218,9 +219,28 @@ def order_slices(headers: list[tuple[Path, Dataset]]) -> tuple[list[int], list[f
     return sorted(range(len(headers)), key=lambda i: names[i]), None, "file_name"
 
 
+def count(ds: Dataset, keyword: str, default: int) -> int:
+    """A whole-number header count (Rows, NumberOfFrames, ...); ``default`` when absent or empty.
+
+    Raises:
+        ValueError: The value is multi-valued or not a whole number.
+    """
+    raw = ds.get(keyword)
+    if raw is None or raw == "":
+        return default
+    if not isinstance(raw, str | bytes | int | float) and hasattr(raw, "__len__"):
+        msg = f"{keyword} is multi-valued ({raw})"
+        raise ValueError(msg)
+    number = float(raw)
+    if not number.is_integer():
+        msg = f"{keyword} is not a whole number ({raw})"
+        raise ValueError(msg)
+    return int(number)
+
+
 def shape_key(ds: Dataset) -> tuple[int, int, int]:
     """(Rows, Columns, SamplesPerPixel): slices of one series must agree on it."""
-    return (int(ds.get("Rows") or 0), int(ds.get("Columns") or 0), int(ds.get("SamplesPerPixel") or 1))
+    return (count(ds, "Rows", 0), count(ds, "Columns", 0), count(ds, "SamplesPerPixel", 1))
 
 
 def describe_shape(ds: Dataset) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.io import validate
 from medanomaly.types import Study
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ def read_nifti(path: str | Path, *, max_pixels: int = 100_000_000) -> Study:
     """
     path = Path(path)
     nib = _nibabel()
-    errors = (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, TypeError, zlib.error)
+    errors = (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, OSError, EOFError, ValueError,
+              TypeError, OverflowError, zlib.error)
     try:
         img = nib.load(str(path))
         shape = _volume_shape(path, tuple(int(d) for d in img.shape))
@@ -84,15 +86,34 @@ def read_nifti(path: str | Path, *, max_pixels: int = 100_000_000) -> Study:
         if n_pixels > max_pixels:
             problem = f"slice is {shape[0]}x{shape[1]} = {n_pixels:,} pixels, above the limit of {max_pixels:,}"
             raise InputError(path, problem, _LIMIT_HINT)
+        validate.check_voxels(path, shape, "NIfTI volume")
+        affine = _checked_affine(path, img)
         data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
     except errors as err:
         raise InputError(path, f"not a readable NIfTI file ({_first_line(err)})", _CORRUPT_HINT) from err
     volume = data[..., None] if data.ndim == 2 else data
     pixels = np.ascontiguousarray(np.moveaxis(volume, -1, 0), dtype=np.float32)
-    return Study(pixels=pixels, meta=_meta(path, img, nib, len(shape)))
+    return Study(pixels=pixels, meta=_meta(path, img, nib, affine, len(shape)))
 
 
-def _meta(path: Path, img: Any, nib: Any, ndim: int) -> dict[str, Any]:
+def _checked_affine(path: Path, img: Any) -> np.ndarray:
+    """The image's 4x4 voxel-to-mm affine and zooms, refused when not finite or singular.
+
+    Raises:
+        InputError: NaN/Inf or zero-volume geometry (a corrupt qform/sform or pixdim).
+    """
+    affine = np.asarray(img.affine, dtype=float)
+    zooms = np.asarray(img.header.get_zooms(), dtype=float)
+    if not (np.isfinite(affine).all() and np.isfinite(zooms).all()):
+        raise InputError(path, "the header geometry (affine or voxel sizes) holds NaN or Inf",
+                         "repair the qform/sform and pixdim, e.g. with nibabel or fslorient")
+    if abs(float(np.linalg.det(affine[:3, :3]))) < 1e-12:
+        raise InputError(path, "the header affine is singular (a voxel of zero volume)",
+                         "repair the qform/sform and pixdim, e.g. with nibabel or fslorient")
+    return affine
+
+
+def _meta(path: Path, img: Any, nib: Any, affine: np.ndarray, ndim: int) -> dict[str, Any]:
     """Metadata of a loaded NIfTI image with ``ndim`` (2 or 3) spatial dimensions."""
     return {
         "path": str(path),
@@ -100,7 +121,7 @@ def _meta(path: Path, img: Any, nib: Any, ndim: int) -> dict[str, Any]:
         "n_files": 1,
         "modality": None,
         "spacing": tuple(float(z) for z in img.header.get_zooms()[:ndim]),
-        "affine": np.asarray(img.affine, dtype=float).tolist(),
-        "axcodes": tuple(nib.aff2axcodes(img.affine)),
+        "affine": affine.tolist(),
+        "axcodes": tuple(nib.aff2axcodes(affine)),
         "disk_dtype": str(img.header.get_data_dtype()),
     }

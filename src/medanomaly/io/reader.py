@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.errors import InputError
-from medanomaly.io import dicom, dicom_header, nifti, png
+from medanomaly.errors import InputError, MedanomalyError
+from medanomaly.io import dicom, dicom_header, nifti, png, validate
 from medanomaly.types import Study
 
 logger = logging.getLogger(__name__)
@@ -74,12 +74,25 @@ def read_study(path: str | Path, *, color: bool = False) -> Study:
 
     Raises:
         InputError: Anything that cannot be read; the message names the path, the problem and what to do.
-        ValueError: ``MEDANOMALY_MAX_PIXELS`` is set to something that is not a positive number.
+        ValueError: ``MEDANOMALY_MAX_PIXELS`` or ``MEDANOMALY_MAX_VOXELS`` is set to something that is not a
+            positive number.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file or folder", "check the path")
     limit = max_pixels()
+    validate.max_voxels()  # a malformed MEDANOMALY_MAX_VOXELS is the caller's ValueError, not the file's
+    try:
+        study = _read_any(path, color, limit)
+    except (MedanomalyError, ImportError):
+        raise
+    except Exception as err:
+        raise validate.translate(path, err) from err
+    return validate.check_study(path, study)
+
+
+def _read_any(path: Path, color: bool, limit: int) -> Study:
+    """Dispatch ``path`` to its reader (see :func:`read_study`)."""
     if path.is_dir():
         return dicom.read_dicom_series(path, color=color, max_pixels=limit)
     try:
@@ -113,12 +126,30 @@ def is_readable(path: str | Path) -> bool:
 
 
 def find_studies(folder: str | Path) -> list[Path]:
-    """List the studies in a dataset folder, recursively, sorted.
+    """List the studies in a dataset folder, recursively, sorted (see :func:`scan_studies`).
+
+    What cannot be a study is logged as a warning; use :func:`scan_studies` to get that list.
+
+    Raises:
+        InputError: ``folder`` does not exist or is not a folder.
+    """
+    studies, failures = scan_studies(folder)
+    for failure in failures:
+        logger.warning("skipping %s", failure)
+    return studies
+
+
+def scan_studies(folder: str | Path) -> tuple[list[Path], list[InputError]]:
+    """List the studies in a dataset folder, recursively, and the files that cannot be one.
 
     Every image and NIfTI file is a study. A folder whose DICOM images are the single-frame slices of one series is
-    one study (the folder path, ``folder`` itself included); a lone DICOM image, or the only file of its series in a
-    mixed folder, is a study by itself. Series sharing a folder with other series are skipped with a warning.
-    Hidden files and folders are ignored.
+    one study (the folder path, ``folder`` itself included); a lone DICOM image, a multi-frame file, or the only
+    file of its series in a mixed folder, is a study by itself. A folder where some slices lack a SeriesInstanceUID
+    is returned whole, so that reading it reports why it is refused. Hidden files and folders are ignored.
+
+    Returns:
+        The studies, sorted; and one InputError per unreadable DICOM file or per series that shares its folder
+        with other series or mixes slice sizes (never silently dropped).
 
     Raises:
         InputError: ``folder`` does not exist or is not a folder.
@@ -128,42 +159,69 @@ def find_studies(folder: str | Path) -> list[Path]:
         problem = "not a folder" if root.exists() else "no such folder"
         raise InputError(root, problem, "pass a dataset folder; read single files with read_study()")
     studies: list[Path] = []
+    failures: list[InputError] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         here = Path(dirpath)
         files = [here / name for name in sorted(filenames) if not name.startswith(".")]
         kinds = {f: file_kind(f) for f in files}
         studies.extend(f for f in files if kinds[f] in ("image", "nifti"))
-        studies.extend(_dicom_studies(here, [f for f in files if kinds[f] == "dicom"]))
-    return sorted(studies)
+        found, failed = _dicom_studies(here, [f for f in files if kinds[f] == "dicom"])
+        studies.extend(found)
+        failures.extend(failed)
+    return sorted(studies), failures
 
 
-def _dicom_studies(folder: Path, files: list[Path]) -> list[Path]:
-    """Return the studies among the DICOM files of one folder (see :func:`find_studies`)."""
-    groups: dict[str, list[tuple[Path, tuple[int, int, int], int]]] = {}
+_Member = tuple[Path, tuple[int, int, int], int]
+
+
+def _dicom_header(path: Path) -> tuple[_Member, str | None] | None:
+    """((path, shape key, frames), SeriesInstanceUID) of a DICOM image file, None for DICOM without an image.
+
+    Raises:
+        InputError: The header cannot be parsed.
+    """
+    try:
+        ds = dicom.read_dataset(path, header_only=True)
+        if not dicom.has_image(ds):
+            return None
+        member = (path, dicom_header.shape_key(ds), dicom_header.count(ds, "NumberOfFrames", 1))
+        return member, dicom_header.text(ds.get("SeriesInstanceUID"))
+    except MedanomalyError:
+        raise
+    except Exception as err:
+        raise validate.translate(path, err) from err
+
+
+def _dicom_studies(folder: Path, files: list[Path]) -> tuple[list[Path], list[InputError]]:
+    """Return the studies among the DICOM files of one folder, and what cannot be one (see :func:`scan_studies`)."""
+    groups: dict[str | None, list[_Member]] = {}
+    failures: list[InputError] = []
     for path in files:
         try:
-            ds = dicom.read_dataset(path, header_only=True)
+            found = _dicom_header(path)
         except InputError as err:
-            logger.warning("skipping unreadable DICOM file: %s", err)
+            failures.append(err)
             continue
-        if not dicom.has_image(ds):
-            continue
-        uid = dicom_header.text(ds.get("SeriesInstanceUID")) or f"(no series uid) {path.name}"
-        groups.setdefault(uid, []).append((path, dicom_header.shape_key(ds), int(ds.get("NumberOfFrames") or 1)))
+        if found is not None:
+            groups.setdefault(found[1], []).append(found[0])
     members = [m for group in groups.values() for m in group]
     if len(members) == 1:
-        return [members[0][0]]
-    if len(groups) == 1 and len({m[1] for m in members}) == 1 and all(m[2] == 1 for m in members):
-        return [folder]
+        return [members[0][0]], failures
+    single_frames = all(m[2] == 1 for m in members)
+    if len(groups) == 1 and len({m[1] for m in members}) == 1 and single_frames and members:
+        return [folder], failures
+    if None in groups and any(len(group) > 1 for group in groups.values()) and single_frames:
+        return [folder], failures  # reading it says which slices lack the uid
     studies = []
     for uid, group in groups.items():
-        if len(group) == 1:
-            studies.append(group[0][0])
+        if uid is None or len(group) == 1 or all(m[2] > 1 for m in group):
+            studies.extend(m[0] for m in group)
         else:
-            logger.warning("skipping %d DICOM files of series %s in %s: the folder mixes series, slice sizes or "
-                           "multi-frame files; move each series into its own folder", len(group), uid, folder)
-    return studies
+            problem = f"{len(group)} DICOM files of series {uid} not read: the folder mixes series, slice sizes " \
+                      "or multi-frame files"
+            failures.append(InputError(folder, problem, "move each series into its own folder"))
+    return studies, failures
 
 
 def inspect_study(path: str | Path) -> dict[str, Any]:
