@@ -11,6 +11,8 @@ See DICOM PS3.3 C.7.6.2 (image plane) and C.11.1 (modality LUT): https://dicom.n
 from __future__ import annotations
 
 import logging
+import mmap
+import os
 import re
 import struct
 from pathlib import Path
@@ -80,9 +82,15 @@ def read_dataset(path: Path, *, header_only: bool = False) -> Dataset:
     errors = (pydicom.errors.InvalidDicomError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
               AttributeError, struct.error)
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=header_only, force=not has_preamble(path))
+        with path.open("rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                raise InputError(path, "the file is empty", _CORRUPT_HINT)
+            # a memory map: a corrupt element length reads to the end of the file instead of allocating 4 GB
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                ds = pydicom.dcmread(view, stop_before_pixels=header_only, force=not has_preamble(path))
     except errors as err:
         raise InputError(path, f"not a readable DICOM file ({_first_line(err)})", _CORRUPT_HINT) from err
+    ds.filename = str(path)
     _ensure_transfer_syntax(ds)
     return ds
 

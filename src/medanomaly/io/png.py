@@ -8,6 +8,7 @@ over black and palettes are expanded first. Pillow docs: https://pillow.readthed
 from __future__ import annotations
 
 import logging
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def read_image(path: str | Path, *, color: bool = False, max_pixels: int = 100_0
         InputError: The file cannot be decoded or is larger than ``max_pixels``.
     """
     path = Path(path)
-    errors = (OSError, SyntaxError, ValueError, EOFError)
+    errors = (OSError, SyntaxError, ValueError, EOFError, TypeError, struct.error, IndexError, KeyError)
     try:
         with Image.open(path) as img:
             _check_size(path, img.size, max_pixels)
