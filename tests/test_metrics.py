@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from medanomaly.evaluation import bootstrap_auroc_ci, classification_metrics, dice, pixel_metrics, roc_points
+from medanomaly.evaluation import bootstrap_auroc_ci, classification_metrics, dice, pixel_metrics
 
 
 def _data(n_normal: int, n_abnormal: int, shift: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -116,17 +116,6 @@ def test_single_class_does_not_crash():
 def test_invalid_inputs(labels, scores, message):
     with pytest.raises(ValueError, match=message):
         classification_metrics(labels, scores, threshold=0.5)
-
-
-def test_roc_points():
-    labels, scores = _data(20, 10)
-    points = roc_points(labels, scores)
-    assert len(points["fpr"]) == len(points["tpr"]) == len(points["thresholds"])
-    assert points["fpr"][0] == 0.0
-    assert points["tpr"][-1] == 1.0
-    assert points["thresholds"][0] is None
-    assert np.trapezoid(points["tpr"], points["fpr"]) == pytest.approx(points["auroc"])
-    json.dumps(points)
 
 
 def test_dice():

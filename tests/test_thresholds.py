@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from medanomaly.thresholds import Threshold, calibrate, parse_calibration, pixel_threshold
+from medanomaly.thresholds import Threshold, calibrate, parse_calibration
 
 
 @pytest.fixture
@@ -99,14 +99,10 @@ def test_fixed_threshold():
     assert threshold.decide(0.03) is False
 
 
-def test_decide_and_margin():
+def test_decide():
     threshold = Threshold(value=2.0, method="fixed", params={"target": 2.0})
     assert threshold.decide(np.array([1.0, 2.0, 3.0])).tolist() == [0, 0, 1]
     assert threshold.decide(np.float64(2.5)) is True
-    assert threshold.margin(3.0) == pytest.approx(0.5)
-    assert threshold.margin(1.0) == pytest.approx(-0.5)
-    assert Threshold(value=0.0, method="fixed").margin(0.25) == pytest.approx(0.25)
-    assert Threshold(value=-2.0, method="fixed").margin(-1.0) > 0  # past a negative threshold is still positive
     with pytest.raises(ValueError, match="NaN"):
         threshold.decide(np.array([1.0, np.nan]))
 
@@ -199,13 +195,3 @@ def test_invalid_scores_are_rejected():
         calibrate([0.1, 0.2], percentile=120)
 
 
-def test_pixel_threshold():
-    rng = np.random.default_rng(1)
-    maps = rng.random((4, 32, 32))
-    value = pixel_threshold(maps, percentile=99.0)
-    assert np.mean(maps > value) == pytest.approx(0.01, abs=0.002)
-    assert pixel_threshold(maps, 50.0) < value
-    with pytest.raises(ValueError, match="empty"):
-        pixel_threshold(np.empty((0, 8, 8)))
-    with pytest.raises(ValueError, match="NaN"):
-        pixel_threshold(np.full((2, 2), np.nan))

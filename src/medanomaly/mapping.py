@@ -198,7 +198,7 @@ def find_regions(
 
     Args:
         anomaly_map: (H, W) map or (S, H, W) stack of slice maps.
-        threshold: Pixels with ``value > threshold`` are anomalous (see ``thresholds.pixel_threshold``).
+        threshold: Pixels with ``value > threshold`` are anomalous (the model's ``postprocessing.region_threshold``).
         min_area: Regions with fewer pixels are dropped.
         spacing: (row, col) pixel spacing in mm, to report ``area_mm2``.
         max_findings: Keep at most this many findings.

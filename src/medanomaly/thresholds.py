@@ -63,18 +63,6 @@ class Threshold:
             return bool(array > self.value)
         return (array > self.value).astype(np.int64)
 
-    def margin(self, score: float) -> float:
-        """How far past the threshold a score lies: positive when abnormal, negative when normal.
-
-        Args:
-            score: One anomaly score.
-
-        Returns:
-            ``(score - value) / |value|`` (relative) when ``value != 0``, else ``score - value``.
-        """
-        diff = float(score) - self.value
-        return diff / abs(self.value) if self.value != 0 else diff
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-able representation, read back by :meth:`from_dict`."""
         return {
@@ -289,22 +277,3 @@ def parse_calibration(spec: str) -> dict[str, Any]:
     _check_options(name, kwargs.get("percentile", 95.0), kwargs.get("target"), has_abnormal=True)
     return kwargs
 
-
-def pixel_threshold(normal_maps: np.ndarray, percentile: float = 99.5) -> float:
-    """Pixel-level threshold from the anomaly maps of normal images.
-
-    Args:
-        normal_maps: Anomaly maps of normal images, any shape (e.g. (N, H, W)); NaN values are not allowed.
-        percentile: Percentile in [0, 100] of all normal pixels.
-
-    Returns:
-        The value that ``percentile`` percent of normal pixels do not exceed; pixels above it are anomalous.
-
-    Raises:
-        ValueError: If the maps are empty, contain NaN, or the percentile is out of range.
-    """
-    if not 0.0 <= percentile <= 100.0:
-        msg = f"percentile must lie in [0, 100], got {percentile}"
-        raise ValueError(msg)
-    values = _as_scores(normal_maps, "normal_maps")
-    return float(np.percentile(values, percentile))

@@ -42,16 +42,6 @@ class Study:
 
 
 @dataclass(frozen=True)
-class ImageBatch:
-    """A batch of preprocessed images with optional ground truth."""
-
-    images: Tensor  # (N, C, H, W) float32 in [0, 1]
-    masks: Tensor | None = None  # (N, 1, H, W) {0, 1}
-    labels: Tensor | None = None  # (N,) {0 normal, 1 anomalous}
-    meta: list[dict] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
 class Prediction:
     """What a detector returns for a batch.
 

@@ -8,11 +8,10 @@ Tibshirani, "An Introduction to the Bootstrap", 1993).
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_curve, roc_auc_score
 
 logger = logging.getLogger(__name__)
 
@@ -164,33 +163,6 @@ def classification_metrics(
     if n_bootstrap > 0:
         result["auroc_ci95"] = list(bootstrap_auroc_ci(y, s, n_bootstrap=n_bootstrap, random_state=random_state))
     return result
-
-
-def roc_points(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
-    """Return the ROC curve as JSON-able lists.
-
-    Args:
-        labels: (N,) labels in {0, 1}, both classes present.
-        scores: (N,) scores, higher = more anomalous.
-
-    Returns:
-        ``fpr``, ``tpr`` and ``thresholds`` lists of equal length (point i calls ``score >= thresholds[i]``
-        abnormal, as in ``sklearn.metrics.roc_curve``; the first threshold, +inf, is given as None) and ``auroc``.
-
-    Raises:
-        ValueError: On invalid inputs or when only one class is present.
-    """
-    y, s = _check_labels_scores(labels, scores)
-    if y.min() == y.max():
-        msg = "an ROC curve needs both normal (0) and abnormal (1) cases"
-        raise ValueError(msg)
-    fpr, tpr, thresholds = roc_curve(y, s)
-    return {
-        "fpr": fpr.tolist(),
-        "tpr": tpr.tolist(),
-        "thresholds": [float(t) if math.isfinite(t) else None for t in thresholds],
-        "auroc": float(roc_auc_score(y, s)),
-    }
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
