@@ -7,6 +7,7 @@ over black and palettes are expanded first. Pillow docs: https://pillow.readthed
 
 from __future__ import annotations
 
+import io
 import logging
 import struct
 from pathlib import Path
@@ -56,7 +57,8 @@ def read_image(path: str | Path, *, color: bool = False, max_pixels: int = 100_0
     path = Path(path)
     errors = (OSError, SyntaxError, ValueError, EOFError, TypeError, struct.error, IndexError, KeyError)
     try:
-        with Image.open(path) as img:
+        # from memory: a corrupt chunk length then reads to the end instead of allocating up to 4 GB
+        with Image.open(io.BytesIO(path.read_bytes())) as img:
             _check_size(path, img.size, max_pixels)
             if getattr(img, "n_frames", 1) > 1:
                 logger.warning("%s holds %d frames; reading the first", path, img.n_frames)
