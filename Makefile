@@ -1,11 +1,12 @@
-# make demo: set up .venv and run the phantom demo.  make test: set up .venv (with test extras) and run the tests.
+# make demo: set up .venv and run the phantom demo.
+# make test: set up .venv (with test extras), lint (ruff), type-check (mypy), then run the tests; .ci/run calls it.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 EXTRAS ?= dev,fast,pacs,service,ui-tests
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint clean
 
 $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,14 +21,12 @@ demo: EXTRAS = dev,fast,service
 demo: install
 	$(VENV)/bin/medanomaly demo --out demo-output
 
-test: install
+test: lint
 	$(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check src tests
-
-bench: install
-	$(VENV)/bin/medanomaly bench --help
+	$(PY) -m mypy
 
 clean:
 	rm -rf demo-output .pytest_cache

@@ -268,7 +268,7 @@ def test_dicom_above_pixel_limit(tmp_path, write_dicom, monkeypatch):
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/ct_dicom_dcm_qa_ct is not available")
+@pytest.mark.skipif(not DATA.is_dir(), reason="needs data outside the repository: ../shared/data/ct_dicom_dcm_qa_ct")
 def test_real_ct_series():
     philips = read_study(DATA / "Philips_Ingenuity_phantom_5mm_notilt")
     assert philips.pixels.shape == (28, 512, 512)

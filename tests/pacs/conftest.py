@@ -162,7 +162,7 @@ def pacs_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def philips_ct() -> list[Dataset]:
     """The 28 slices of the Philips phantom CT series from ../shared/data (read-only, not copied)."""
     if not PHILIPS_CT.is_dir():
-        pytest.skip(f"{PHILIPS_CT} is missing: the shared data folder is not mounted here")
+        pytest.skip(f"needs data outside the repository: {PHILIPS_CT} is not mounted here")
     return [pydicom.dcmread(path) for path in sorted(PHILIPS_CT.iterdir())]
 
 
