@@ -15,6 +15,7 @@ import numpy as np
 
 from medanomaly.data.datasets import DatasetIndex, Sample, fingerprint, load_index
 from medanomaly.data.loading import Failure, LoadedImages, load_images
+from medanomaly.domain import build_domain, score_quantiles
 from medanomaly.io import find_studies
 from medanomaly.model import Model, Postprocessing
 from medanomaly.registry import create
@@ -59,6 +60,9 @@ class FitOptions:
         mixed_dir: Folder of unlabelled images forming the mixed set.
         mixed_from_train: Fraction of train normals moved into the mixed set, with all train abnormals.
         tune_with: Labelled folder (normals + a few anomalies) for the method's hyper-parameter search, if it has one.
+        modality: Modalities of the training images (``"DX,CR"``) for the model's domain, when the files (PNG) do
+            not say; overrides DICOM headers.
+        body_part: Body parts of the training images (``"CHEST"``), likewise.
         random_state: Seed of the splits and of the detector.
         progress: Show progress bars.
     """
@@ -72,6 +76,8 @@ class FitOptions:
     mixed_dir: str | None = None
     mixed_from_train: float | None = None
     tune_with: str | None = None
+    modality: str | None = None
+    body_part: str | None = None
     random_state: int = 0
     progress: bool = True
 
@@ -157,6 +163,15 @@ def train_model(
     if tuning is not None:
         model.info["tuning"] = tuning
     cal_normal = load(plan.calibration_normal, "calibration")
+    model.domain = build_domain(
+        [fact for loaded in (normal, abnormal, mixed, cal_normal) for fact in loaded.facts],
+        normal.images.numpy(),
+        cal_normal.images.numpy(),
+        channels=options.preprocessing.channels,
+        modality=options.modality,
+        body_part=options.body_part,
+        random_state=options.random_state,
+    )
     labelled = plan.calibration_abnormal if _needs_abnormal(options.calibration) else []
     cal_abnormal = load(labelled, "calibration abnormal")
     model = calibrate_model(model, cal_normal if len(cal_normal.images) else normal, cal_abnormal, options.calibration)
@@ -224,6 +239,8 @@ def calibrate_model(
     if abnormal is not None and len(abnormal.images):
         abnormal_scores = np.array([s.score for s in model.score_images(abnormal.images, abnormal.owners)])
     model.threshold = calibrate(np.array([s.score for s in normal_scored]), abnormal_scores, **kwargs)
+    if model.domain is not None:
+        model.domain.scores = score_quantiles(np.array([s.score for s in normal_scored]))
     maxima = [float(s.anomaly_maps.max()) for s in normal_scored if s.anomaly_maps is not None]
     if maxima:
         region = float(np.percentile(maxima, 95))

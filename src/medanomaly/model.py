@@ -26,6 +26,7 @@ from torch import Tensor
 
 from medanomaly import __version__
 from medanomaly.detectors.base import BaseDetector
+from medanomaly.domain import Domain
 from medanomaly.errors import ModelError
 from medanomaly.mapping import aggregate_slices, filter_map, topk_mean
 from medanomaly.registry import create
@@ -90,11 +91,13 @@ class Model:
         postprocessing: Postprocessing | None = None,
         threshold: Threshold | None = None,
         info: dict[str, Any] | None = None,
+        domain: Domain | None = None,
     ) -> None:
         self.detector = detector
         self.preprocessing = preprocessing
         self.postprocessing = postprocessing or Postprocessing()
         self.threshold = threshold
+        self.domain = domain  # what it was trained on; None = unknown (trained before domains were recorded)
         self.info = dict(info or {})
         self.info.setdefault("version", 1)
         self.info.setdefault("created", _now())
@@ -170,6 +173,7 @@ class Model:
             "preprocessing": self.preprocessing.to_dict(),
             "postprocessing": asdict(self.postprocessing),
             "threshold": None if self.threshold is None else self.threshold.to_dict(),
+            "domain": None if self.domain is None else _jsonable(self.domain.to_dict()),
             "info": _jsonable(self.info),
         }
 
@@ -201,23 +205,29 @@ class Model:
             raise ModelError(msg) from None
         detector.to(select_device(device))
         threshold = Threshold.from_dict(config["threshold"]) if config.get("threshold") else None
+        domain = Domain.from_dict(config["domain"]) if config.get("domain") else None
+        if domain is None:
+            logger.warning("%s: unknown domain (trained before domains were recorded): studies of any modality or "
+                           "body part will be scored; retrain to have out-of-domain studies refused", directory)
         return cls(
             detector,
             Preprocessing.from_dict(config["preprocessing"]),
             Postprocessing(**config.get("postprocessing", {})),
             threshold,
             config.get("info", {}),
+            domain,
         )
 
     def with_threshold(self, threshold: Threshold, **info: Any) -> Model:
         """A new model version sharing the detector, with another threshold."""
         new_info = {**self.info, **info, "version": self.version + 1, "created": _now(), "parent_version": self.version}
-        return Model(self.detector, self.preprocessing, self.postprocessing, threshold, new_info)
+        return Model(self.detector, self.preprocessing, self.postprocessing, threshold, new_info, self.domain)
 
     def with_postprocessing(self, **changes: Any) -> Model:
         """The same model with some post-processing settings changed (not a new version: nothing is re-fitted)."""
         return Model(
-            self.detector, self.preprocessing, replace(self.postprocessing, **changes), self.threshold, self.info
+            self.detector, self.preprocessing, replace(self.postprocessing, **changes), self.threshold, self.info,
+            self.domain,
         )
 
 

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medanomaly.data.loading import Failure
+from medanomaly.domain import DomainCheck, check_study
 from medanomaly.errors import InputError
 from medanomaly.io import read_study
 from medanomaly.mapping import Finding, find_regions
@@ -26,7 +27,8 @@ from medanomaly.transforms import Geometry
 from medanomaly.types import Study
 
 logger = logging.getLogger(__name__)
-_META_KEYS = ("kind", "modality", "spacing", "patient_id", "study_uid", "series_uid", "window")
+_META_KEYS = ("kind", "modality", "body_part", "spacing", "patient_id", "study_uid", "series_uid", "window")
+SCORED, OUT_OF_DOMAIN = "scored", "out_of_domain"
 
 
 @dataclass
@@ -36,8 +38,10 @@ class StudyResult:
     Attributes:
         path: Where the study came from.
         score: Anomaly score (higher = more abnormal); for a classifier, the probability of the abnormal class.
-        abnormal: The decision against the model's threshold.
-        label: Display label: ``NORMAL``/``ABNORMAL`` (anomaly detectors) or the class name (classifiers).
+            NaN when the study is out of the model's domain (the detector is not run).
+        abnormal: The decision against the model's threshold; None when out of domain (no decision).
+        label: Display label: ``NORMAL``/``ABNORMAL`` (anomaly detectors) or the class name (classifiers);
+            ``OUT OF DOMAIN`` when out of domain.
         threshold: The threshold used.
         slice_scores: (S,) per-slice scores.
         findings: Regions of the thresholded map, most anomalous first.
@@ -48,11 +52,14 @@ class StudyResult:
         meta: Identifiers and acquisition facts of the study.
         model: ``{"method", "version", "path"}`` of the model that scored it.
         seconds: Wall time of reading + scoring.
+        status: ``scored`` (decided) or ``out_of_domain`` (no decision: see ``domain_reason``).
+        domain_reason: Why the study is outside the model's domain (also set when the check was overridden).
+        domain: The domain check as JSON (``known``, ``in_domain``, ``ignored``, ``reasons``, measured values).
     """
 
     path: str
     score: float
-    abnormal: bool
+    abnormal: bool | None
     label: str
     threshold: float
     slice_scores: np.ndarray
@@ -64,30 +71,58 @@ class StudyResult:
     meta: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    status: str = SCORED
+    domain_reason: str | None = None
+    domain: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def decided(self) -> bool:
+        """True when the model made a decision (the study was in its domain, or the check was overridden)."""
+        return self.status == SCORED
 
     def summary(self) -> dict[str, Any]:
-        """JSON-able result without the arrays."""
+        """JSON-able result without the arrays (``score`` is None when out of domain)."""
         return {
             "path": self.path,
+            "status": self.status,
+            "domain_reason": self.domain_reason,
             "label": self.label,
             "abnormal": self.abnormal,
-            "score": self.score,
+            "score": self.score if np.isfinite(self.score) else None,
             "threshold": self.threshold,
             "n_slices": int(len(self.slice_scores)),
             "slice_scores": [float(s) for s in self.slice_scores],
             "findings": [finding.to_dict() for finding in self.findings],
             "meta": self.meta,
             "model": self.model,
+            "domain": self.domain,
             "seconds": round(self.seconds, 4),
         }
 
 
 def score_study(
-    model: Model, study: Study, progress: Callable[[int, int], None] | None = None, batch_size: int = 64
+    model: Model,
+    study: Study,
+    progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 64,
+    *,
+    ignore_domain: bool = False,
 ) -> StudyResult:
-    """Score one study already read from disk; ``progress`` gets (slices done, total) after each batch."""
+    """Score one study already read from disk; ``progress`` gets (slices done, total) after each batch.
+
+    The study is first checked against the model's domain: outside it, the result has status ``out_of_domain``, no
+    decision, and the detector is not run, unless ``ignore_domain`` (research use) asks to score regardless.
+    """
     started = time.perf_counter()
     images, geometry = model.preprocessing.apply(study)
+    check = check_study(model.domain, study, images)
+    if not check.in_domain:
+        if not ignore_domain:
+            logger.info("%s: out of domain: %s", study.meta.get("path", "study"), check.reason)
+            return _out_of_domain(model, study, images, geometry, check, time.perf_counter() - started)
+        check.ignored = True
+        logger.warning("%s: out of domain (%s), scored anyway (domain check overridden)", study.meta.get("path",
+                       "study"), check.reason)
     owners = np.zeros(len(images), dtype=np.int64)
     with torch.inference_mode():
         scored = model.score_images(torch.from_numpy(images), owners, batch_size, progress)[0]
@@ -105,24 +140,55 @@ def score_study(
         geometry=geometry,
         extras=scored.extras,
         meta={key: study.meta[key] for key in _META_KEYS if study.meta.get(key) is not None},
-        model={"method": model.method, "version": model.version, "path": model.info.get("path", "")},
+        model=_model_summary(model),
         seconds=time.perf_counter() - started,
+        domain_reason=check.reason,
+        domain=check.to_dict(),
     )
 
 
-def score_path(model: Model, path: str | Path) -> StudyResult:
-    """Read and score one file or series folder."""
-    return score_study(model, read_study(path, color=model.preprocessing.channels == 3))
+def _out_of_domain(
+    model: Model, study: Study, images: np.ndarray, geometry: Geometry, check: DomainCheck, seconds: float
+) -> StudyResult:
+    """A result without a decision: the study is outside what the model learned from."""
+    return StudyResult(
+        path=str(study.meta.get("path", "")),
+        score=float("nan"),
+        abnormal=None,
+        label="OUT OF DOMAIN",
+        threshold=float(model.threshold.value) if model.threshold else float("nan"),
+        slice_scores=np.zeros(0, dtype=np.float32),
+        findings=[],
+        anomaly_maps=None,
+        images=images,
+        geometry=geometry,
+        meta={key: study.meta[key] for key in _META_KEYS if study.meta.get(key) is not None},
+        model=_model_summary(model),
+        seconds=seconds,
+        status=OUT_OF_DOMAIN,
+        domain_reason=check.reason,
+        domain=check.to_dict(),
+    )
+
+
+def _model_summary(model: Model) -> dict[str, Any]:
+    return {"method": model.method, "version": model.version, "path": model.info.get("path", "")}
+
+
+def score_path(model: Model, path: str | Path, *, ignore_domain: bool = False) -> StudyResult:
+    """Read and score one file or series folder (see :func:`score_study` for ``ignore_domain``)."""
+    study = read_study(path, color=model.preprocessing.channels == 3)
+    return score_study(model, study, ignore_domain=ignore_domain)
 
 
 def score_paths(
-    model: Model, paths: list[str | Path], *, progress: bool = True
+    model: Model, paths: list[str | Path], *, progress: bool = True, ignore_domain: bool = False
 ) -> tuple[list[StudyResult], list[Failure]]:
     """Score several studies; a bad one is skipped and reported, the rest go on."""
     results, failures = [], []
     for path in tqdm(paths, desc="score", disable=not progress or len(paths) < 2, unit="study"):
         try:
-            results.append(score_path(model, path))
+            results.append(score_path(model, path, ignore_domain=ignore_domain))
         except (InputError, ValueError) as error:
             logger.warning("skipped %s", error)
             failures.append(Failure(str(path), str(error)))

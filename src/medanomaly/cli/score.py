@@ -10,7 +10,7 @@ from medanomaly.cli.overlays import write_overlays
 from medanomaly.data.loading import describe_failures
 from medanomaly.io import find_studies
 from medanomaly.model import Model
-from medanomaly.pipeline import StudyResult, score_paths
+from medanomaly.pipeline import OUT_OF_DOMAIN, StudyResult, score_paths
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -21,6 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     parser.add_argument("--maps", default=None, metavar="OUT_DIR", help="write heat-map overlays (PNG) here")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--ignore-domain", action="store_true",
+                        help="research use: decide even on studies outside the model's domain (a modality, body part "
+                        "or appearance it was not trained on); such results are marked 'domain check overridden'")
     parser.set_defaults(run=run)
 
 
@@ -40,6 +43,13 @@ def expand_paths(paths: list[str]) -> list[Path]:
 def format_line(result: StudyResult, kind: str) -> str:
     """One human line: ``name  ABNORMAL  score 0.0412 > threshold 0.0305`` or ``name  CLASS: 99.89%``."""
     name = Path(result.path).name
+    if result.status == OUT_OF_DOMAIN:
+        return f"{name}  OUT OF DOMAIN (no decision): {result.domain_reason}"
+    overridden = f"  [out of domain, check overridden: {result.domain_reason}]" if result.domain_reason else ""
+    return _decision_line(result, kind, name) + overridden
+
+
+def _decision_line(result: StudyResult, kind: str, name: str) -> str:
     if kind == "classification":
         confidence = result.score if result.abnormal else 1.0 - result.score
         return f"{name}  {result.label}: {100 * confidence:.2f}%"
@@ -56,13 +66,17 @@ def run(args: argparse.Namespace) -> int:
     """Score every path; bad ones are skipped and listed at the end (exit 1 if any failed)."""
     model = Model.load(args.model, device=args.device)
     model.info["path"] = str(args.model)
-    results, failures = score_paths(model, expand_paths(args.paths), progress=not args.json)
+    results, failures = score_paths(
+        model, expand_paths(args.paths), progress=not args.json, ignore_domain=args.ignore_domain
+    )
     if args.maps:
         for result in results:
-            write_overlays(result, Path(args.maps))
+            if result.anomaly_maps is not None:
+                write_overlays(result, Path(args.maps))
     if args.json:
+        domain = model.domain.describe() if model.domain is not None else "unknown"
         payload = {
-            "model": {"method": model.method, "version": model.version, "path": str(args.model)},
+            "model": {"method": model.method, "version": model.version, "path": str(args.model), "domain": domain},
             "results": [result.summary() for result in results],
             "failures": [failure.to_dict() for failure in failures],
         }

@@ -30,6 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mixed", default=None, help="folder of unlabelled images (methods that learn from a mix)")
     parser.add_argument("--mixed-from-train", type=float, default=None, help="fraction of train normals mixed in")
     parser.add_argument("--tune-with", default=None, metavar="DIR", help="labelled normals + 10-20 anomalies: tune")
+    parser.add_argument("--modality", default=None, help="modality of the images, e.g. DX or DX,CR (PNG data sets; "
+                        "recorded in the model's domain, overrides DICOM headers)")
+    parser.add_argument("--body-part", default=None, help="body part of the images, e.g. CHEST (likewise)")
     add_preprocessing_arguments(parser)
     add_postprocessing_arguments(parser)
     add_training_arguments(parser)
@@ -47,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         mixed_dir=args.mixed,
         mixed_from_train=args.mixed_from_train,
         tune_with=args.tune_with,
+        modality=args.modality,
+        body_part=args.body_part,
         random_state=args.seed,
         progress=not args.no_progress,
     )
@@ -67,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if tuning:
         best = max(trial["auroc"] for trial in tuning["trials"])
         print(f"tuned on {tuning['data']}: chose {tuning['chosen']} (AUROC {best:.4f}, {len(tuning['trials'])} tried)")
+    if model.domain is not None:
+        print(f"domain: {model.domain.describe()} ({model.domain.n_studies} studies recorded)")
     print(f"saved {args.out}")
     if report.failures:
         print(describe_failures(report.failures))

@@ -12,6 +12,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from medanomaly.data.datasets import Sample
+from medanomaly.domain import study_facts
 from medanomaly.errors import InputError
 from medanomaly.io import read_study
 from medanomaly.transforms import Preprocessing
@@ -40,22 +41,25 @@ class LoadedImages:
         owners: (N,) index into ``samples`` of the sample each row came from.
         samples: The samples that loaded.
         failures: The samples that did not, with the reason.
+        facts: :func:`medanomaly.domain.study_facts` of each loaded sample (what a model's domain records).
     """
 
     images: Tensor
     owners: np.ndarray
     samples: list[Sample]
     failures: list[Failure] = field(default_factory=list)
+    facts: list[dict] = field(default_factory=list)
 
 
 def load_images(
     samples: list[Sample], preprocessing: Preprocessing, *, progress: bool = True, desc: str = "load"
 ) -> LoadedImages:
     """Read and prepare ``samples``; an unreadable one is logged, listed in ``failures`` and skipped."""
-    arrays, owners, loaded, failures = [], [], [], []
+    arrays, owners, loaded, failures, facts = [], [], [], [], []
     for sample in tqdm(samples, desc=desc, disable=not progress or not samples, unit="study"):
         try:
-            batch, _ = preprocessing.apply(read_study(sample.path, color=preprocessing.channels == 3))
+            study = read_study(sample.path, color=preprocessing.channels == 3)
+            batch, _ = preprocessing.apply(study)
         except (InputError, ValueError) as error:
             logger.warning("skipped %s", error)
             failures.append(Failure(str(sample.path), str(error)))
@@ -63,9 +67,10 @@ def load_images(
         owners += [len(loaded)] * len(batch)
         arrays.append(batch)
         loaded.append(sample)
+        facts.append(study_facts(study))
     channels, size = preprocessing.channels, preprocessing.resolution
     images = torch.from_numpy(np.concatenate(arrays)) if arrays else torch.empty(0, channels, size, size)
-    return LoadedImages(images, np.asarray(owners, dtype=np.int64), loaded, failures)
+    return LoadedImages(images, np.asarray(owners, dtype=np.int64), loaded, failures, facts)
 
 
 def describe_failures(failures: list[Failure]) -> str:
