@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print: the bytes of a non-UTF-8 file name (surrogate escapes) shown as backslash escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class MedanomalyError(Exception):
     """Base class of every error medanomaly raises on purpose."""
 
@@ -22,7 +27,7 @@ class InputError(MedanomalyError):
         self.path = str(path)
         self.problem = problem
         self.hint = hint
-        message = f"{self.path}: {problem}"
+        message = f"{printable(self.path)}: {problem}"
         if hint:
             message += f" ({hint})"
         super().__init__(message)

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         payload = {**metrics, "failures": [f.to_dict() for f in result.failures]}
         payload["report_files"] = {key: str(path) for key, path in written.items()}
         print(json.dumps(payload, indent=2))
-        return 0
+        return 1 if result.failures else 0
     low, high = metrics["auroc_ci95"] or (float("nan"), float("nan"))
     print(
         f"{metrics['method']} v{metrics['model_version']} on {metrics['n_normal']} normal + "
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"report written to {args.out}")
     if result.failures:
         print(describe_failures(result.failures))
-    return 0
+    return 1 if result.failures else 0
 
 
 def _fmt(value: float | None) -> str:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medanomaly.errors import InputError
-from medanomaly.io import find_studies
+from medanomaly.errors import InputError, printable
+from medanomaly.io import scan_studies
 
 SPLIT_NAMES = ("train", "val", "validation", "test")
 _MANIFEST = "manifest.csv"
@@ -93,7 +94,9 @@ def load_index(path: str | Path, normal_label: str | None = None) -> DatasetInde
     if not samples:
         raise InputError(root, "no images found", "expected <split>/<label>/ or <label>/ folders of images, or a CSV")
     labels = sorted({sample.label for sample in samples})
-    return DatasetIndex(root, samples, _resolve_normal_label(root, labels, normal_label), layout)
+    normal = _resolve_normal_label(root, labels, normal_label)
+    _check_labels(root, labels, normal)
+    return DatasetIndex(root, samples, normal, layout)
 
 
 def _scan_folders(root: Path) -> list[Sample]:
@@ -103,21 +106,50 @@ def _scan_folders(root: Path) -> list[Sample]:
     for child in children:
         if has_splits and child.name.lower() in SPLIT_NAMES:
             for label_dir in sorted(d for d in child.iterdir() if d.is_dir() and not d.name.startswith(".")):
-                samples += [Sample(p, label_dir.name, child.name.lower()) for p in find_studies(label_dir)]
+                samples += [Sample(p, label_dir.name, child.name.lower()) for p in _study_paths(label_dir)]
         elif not has_splits:
-            samples += [Sample(p, child.name, None) for p in find_studies(child)]
+            samples += [Sample(p, child.name, None) for p in _study_paths(child)]
     return samples
 
 
+def _study_paths(folder: Path) -> list[Path]:
+    """The studies of a label folder, plus what cannot be one (an unreadable DICOM file, a folder mixing series).
+
+    Those stay samples so that loading them lists them as failures with the reason: nothing found is dropped.
+    """
+    studies, failures = scan_studies(folder)
+    failed = {Path(error.path) for error in failures}
+    return sorted(set(studies) | failed)
+
+
 def _read_manifest(manifest: Path) -> list[Sample]:
-    with manifest.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"path", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise InputError(manifest, f"manifest lacks column(s) {sorted(missing)}", "columns: path,label[,split]")
-        rows = list(reader)
-    base = manifest.parent
-    return [Sample(base / row["path"], row["label"], (row.get("split") or "").lower() or None) for row in rows]
+    """Rows of a manifest CSV (UTF-8, with or without a byte-order mark); unknown splits and empty cells refused."""
+    try:
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            fields = [name.strip() for name in reader.fieldnames or []]
+            reader.fieldnames = fields
+            missing = {"path", "label"} - set(fields)
+            if missing:
+                raise InputError(manifest, f"manifest lacks column(s) {sorted(missing)} (has {fields})",
+                                 "columns: path,label[,split]")
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise InputError(manifest, f"not a readable UTF-8 CSV ({err})", "save the manifest as UTF-8 CSV") from err
+    return [_manifest_sample(manifest, number, row) for number, row in enumerate(rows, start=2)]
+
+
+def _manifest_sample(manifest: Path, line: int, row: dict[str, str | None]) -> Sample:
+    """One manifest row as a Sample; ``line`` is its line number in the file, for the message."""
+    path, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+    split = (row.get("split") or "").strip().lower() or None
+    if not path or not label:
+        raise InputError(manifest, f"line {line} has an empty {'path' if not path else 'label'}",
+                         "every row needs a path and a label")
+    if split is not None and split not in SPLIT_NAMES:
+        raise InputError(manifest, f"line {line}: unknown split {row.get('split')!r}",
+                         f"use one of {', '.join(SPLIT_NAMES)} or leave the split empty")
+    return Sample(manifest.parent / path, label, split)
 
 
 def _resolve_normal_label(root: Path, labels: list[str], given: str | None) -> str:
@@ -131,6 +163,26 @@ def _resolve_normal_label(root: Path, labels: list[str], given: str | None) -> s
     raise InputError(root, f"no label named 'normal' among {labels}", "name the healthy label with --normal-label")
 
 
+def _check_labels(root: Path, labels: list[str], normal_label: str) -> None:
+    """Refuse labels that would silently count as abnormal, and labels that are not valid UTF-8.
+
+    Refused: no letter or digit (``???``), the normal label in another case (``NORMAL`` beside ``normal``), an
+    undecodable folder name.
+    """
+    for label in labels:
+        if label != normal_label and label.casefold() == normal_label.casefold():
+            raise InputError(root, f"label {label!r} differs from the normal label {normal_label!r} only in case",
+                             "spell the healthy label one way (rename the folder or fix the manifest)")
+        if not any(ch.isalnum() for ch in label):
+            raise InputError(root, f"label {label!r} is not a label (no letter or digit)",
+                             "fix or remove those rows/folders: they would count as abnormal")
+        try:
+            label.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(root, f"label folder {printable(label)!r} is not valid UTF-8",
+                             "rename the folder with a UTF-8 name") from None
+
+
 def _same_split(actual: str | None, wanted: str) -> bool:
     aliases = {"val": "validation"}
     return actual is not None and aliases.get(actual, actual) == aliases.get(wanted, wanted)
@@ -140,7 +192,7 @@ def fingerprint(samples: list[Sample]) -> str:
     """SHA-256 over the samples' labels, names, sizes and contents: identifies the exact training data."""
     digest = hashlib.sha256()
     for sample in sorted(samples, key=lambda s: str(s.path)):
-        digest.update(f"{sample.label}|{sample.split}|{sample.path.name}|".encode())
+        digest.update(f"{sample.label}|{sample.split}|".encode() + os.fsencode(sample.path.name) + b"|")
         files = sorted(sample.path.rglob("*")) if sample.path.is_dir() else [sample.path]
         for file in files:
             if file.is_file():
