@@ -20,7 +20,7 @@ from medanomaly.io import find_studies
 from medanomaly.model import Model, Postprocessing
 from medanomaly.registry import create
 from medanomaly.thresholds import calibrate, parse_calibration
-from medanomaly.training import TrainConfig, Trainer
+from medanomaly.training import TrainConfig, Trainer, training_status
 from medanomaly.transforms import Preprocessing
 
 logger = logging.getLogger(__name__)
@@ -160,6 +160,9 @@ def train_model(
         mixed=plan.mixed if "mixed" in detector.needs else [],
     )
     model = Model(detector, options.preprocessing, options.postprocessing, info=_info(index, used, options))
+    model.info["training"] = training_status(getattr(detector, "history_", None))
+    if not model.training["converged"]:
+        logger.warning("%s: %s", method, model.training["stopped_because"])
     if tuning is not None:
         model.info["tuning"] = tuning
     cal_normal = load(plan.calibration_normal, "calibration")

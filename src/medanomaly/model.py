@@ -32,6 +32,7 @@ from medanomaly.mapping import aggregate_slices, filter_map, topk_mean
 from medanomaly.registry import create
 from medanomaly.thresholds import Threshold
 from medanomaly.training.device import select_device
+from medanomaly.training.engine import training_status
 from medanomaly.transforms import Preprocessing
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,11 @@ class Model:
     def version(self) -> int:
         """Model version, incremented by each recalibration or retraining saved over it."""
         return int(self.info["version"])
+
+    @property
+    def training(self) -> dict[str, Any]:
+        """``{"converged", "stopped_because"}``: ``info["training"]``, or for older models read from the history."""
+        return self.info.get("training") or training_status(getattr(self.detector, "history_", None))
 
     @property
     def class_names(self) -> list[str]:
@@ -229,6 +235,12 @@ class Model:
             self.detector, self.preprocessing, replace(self.postprocessing, **changes), self.threshold, self.info,
             self.domain,
         )
+
+
+def training_record(config: dict[str, Any]) -> dict[str, Any]:
+    """:attr:`Model.training` from a ``model.json``'s content, without loading the weights."""
+    info = config.get("info") or {}
+    return info.get("training") or training_status((config.get("fitted") or {}).get("history"))
 
 
 def _read_config(directory: Path) -> dict[str, Any]:

@@ -27,8 +27,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="demo-output", help="folder for data, model and report (default demo-output)")
     parser.add_argument("--size", type=int, default=64, help="phantom side in pixels (default 64)")
     parser.add_argument("--n-train", type=int, default=300, help="normal training phantoms (default 300)")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--max-minutes", type=float, default=4.0, help="training budget (default 4)")
+    parser.add_argument("--epochs", type=int, default=40, help="maximum epochs; early stopping may end sooner")
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="optional safety net; the demo is bound by epochs (default none)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--serve", action="store_true", help="then open the web workstation on the demo's studies")
     parser.add_argument("--port", type=int, default=8000, help="port of the workstation with --serve (default 8000)")
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     )
     report = train_model(data, "conv_ae", out / "model", options)
     model = report.model
-    print(f"trained conv_ae in {report.seconds:.0f} s; threshold {model.threshold.value:.4g} (95th pct of normals)")
+    print(f"trained conv_ae in {report.seconds:.0f} s ({model.training['stopped_because']}); "
+          f"threshold {model.threshold.value:.4g} (95th pct of normals)")
     result = evaluate_model(model, data, split="test")
     write_report(result, out / "report")
     metrics = result.metrics

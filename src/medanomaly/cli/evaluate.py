@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         f"{metrics['method']} v{metrics['model_version']} on {metrics['n_normal']} normal + "
         f"{metrics['n_abnormal']} abnormal studies ({args.split})"
     )
+    if not metrics["converged"]:
+        print(f"NOTE: this model was {metrics['stopped_because']}: its numbers may be below the method's")
     print(f"AUROC {_fmt(metrics['auroc'])} (95% CI {low:.3f}-{high:.3f})")
     for key in _SHOWN[1:]:
         print(f"{key:18s} {_fmt(metrics[key])}")

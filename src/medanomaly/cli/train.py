@@ -16,6 +16,7 @@ from medanomaly.cli.options import (
 from medanomaly.data.loading import describe_failures
 from medanomaly.fitting import FitOptions, train_model
 from medanomaly.registry import available
+from medanomaly.training import BUDGET_STOP
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -57,12 +58,13 @@ def run(args: argparse.Namespace) -> int:
     )
     report = train_model(args.data, args.method, args.out, options, normal_label=args.normal_label)
     model, plan = report.model, report.plan
-    history = getattr(model.detector, "history_", None) or {}
-    history = history.to_dict() if hasattr(history, "to_dict") else history
+    status = model.info["training"]
     print(f"trained {model.method} on {len(plan.normal)} normal", end="")
     print(f" + {len(plan.abnormal)} abnormal" if plan.abnormal else "", end="")
     print(f" + {len(plan.mixed)} mixed" if plan.mixed else "", end="")
-    print(f" images in {report.seconds:.1f} s ({history.get('stopped_because', 'done')})")
+    print(f" images in {report.seconds:.1f} s ({status['stopped_because']})")
+    if not status["converged"]:
+        print(f"WARNING: {BUDGET_STOP}: raise --max-minutes or leave it out; the model is saved as not converged")
     threshold = model.threshold
     print(
         f"threshold {threshold.value:.6g} ({threshold.method} {threshold.params}) "

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 _METRICS = ("auroc", "auprc", "accuracy", "balanced_accuracy", "precision", "sensitivity", "specificity", "f1")
 _BENCH = (
-    "fit_seconds", "train_seconds", "epochs", "best_epoch", "stopped_because", "e2e_images_per_second", "latency_ms",
+    "fit_seconds", "train_seconds", "epochs", "best_epoch", "stopped_because", "converged", "e2e_images_per_second",
+    "latency_ms",
     "peak_rss_mb", "pseudo_auc", "n_train_normal", "n_train_abnormal", "n_train_mixed", "n_calibration_normal",
     "threshold_rule", "wall_seconds", "started", "loadavg_start",
 )  # fmt: skip
@@ -41,8 +42,8 @@ _MEANS = (
     "train_seconds", "epochs", "images_per_second", "e2e_images_per_second", "latency_ms", "peak_rss_mb", "pseudo_auc",
 )  # fmt: skip
 SUMMARY_COLUMNS = (
-    "dataset", "method", "base_method", "trains_on", "resolution", "seeds", "seeds_ok", "status", "error", "auroc_mean",
-    "auroc_std", *_MEANS, "n_normal", "n_abnormal",
+    "dataset", "method", "base_method", "trains_on", "resolution", "seeds", "seeds_ok", "seeds_budget_cut", "status",
+    "error", "auroc_mean", "auroc_std", *_MEANS, "n_normal", "n_abnormal",
 )  # fmt: skip
 
 
@@ -85,7 +86,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "dataset": dataset, "method": method, "base_method": group[0]["base_method"],
             "trains_on": group[0].get("trains_on", "normal"), "resolution": group[0].get("resolution"),
             "seeds": len(group),
-            "seeds_ok": len(ok), "status": status, "error": failures[0]["error"] if failures else "",
+            "seeds_ok": len(ok), "seeds_budget_cut": sum(1 for row in ok if row.get("converged") is False),
+            "status": status, "error": failures[0]["error"] if failures else "",
             "auroc_mean": statistics.fmean(aurocs) if aurocs else None,
             "auroc_std": statistics.stdev(aurocs) if len(aurocs) > 1 else None,
             "n_normal": ok[0].get("n_normal") if ok else None, "n_abnormal": ok[0].get("n_abnormal") if ok else None,

@@ -75,6 +75,8 @@ def evaluate_model(
     metrics.update(
         method=model.method,
         model_version=model.version,
+        converged=model.training["converged"],
+        stopped_because=model.training["stopped_because"],
         split=split,
         n_failed=len(loaded.failures),
         images_per_second=round(len(loaded.images) / max(seconds, 1e-9), 2),

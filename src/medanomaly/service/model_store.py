@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from medanomaly.errors import ModelError
-from medanomaly.model import Model
+from medanomaly.model import Model, training_record
 from medanomaly.service.db import ModelVersion
 from medanomaly.service.settings import parse_model_spec
 
@@ -53,6 +53,14 @@ def _describe(path: Path) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as error:
         msg = f"{path}/model.json: unreadable ({error}); retrain or restore the model directory"
         raise ModelError(msg) from None
+
+
+def training_of(path: str | Path) -> dict | None:
+    """``{"converged", "stopped_because"}`` of the model directory ``path`` (None when unreadable)."""
+    try:
+        return training_record(json.loads((Path(path) / "model.json").read_text()))
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 class ModelStore:
@@ -141,6 +149,10 @@ class ModelStore:
                 model.info["path"] = version.path
                 self._loaded[version.id] = model
             return self._loaded[version.id]
+
+    def training(self, name: str) -> dict | None:
+        """Whether ``name``'s training converged and why it stopped (None when its model.json is unreadable)."""
+        return training_of(self.models[name])
 
     def next_version_dir(self, name: str, version: int) -> Path:
         """Where version ``version`` of ``name`` is saved: ``MODEL_DIR/versions/v<version>``."""

@@ -1,6 +1,6 @@
 """The single training engine shared by every torch method."""
 
 from medanomaly.training.device import select_device
-from medanomaly.training.engine import TrainConfig, Trainer, TrainingHistory
+from medanomaly.training.engine import BUDGET_STOP, TrainConfig, Trainer, TrainingHistory, training_status
 
-__all__ = ["TrainConfig", "Trainer", "TrainingHistory", "select_device"]
+__all__ = ["BUDGET_STOP", "TrainConfig", "Trainer", "TrainingHistory", "select_device", "training_status"]

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from medanomaly.data.identity import check_identity, load_checkpoint, run_identity, save_checkpoint
 from medanomaly.training.device import select_device
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class Trainer:
         loader = DataLoader(train_set, config.batch_size, shuffle=True, drop_last=drop_last, generator=generator)
         history, start_epoch, best_state = TrainingHistory(monitor=detector.monitor), 0, None
         checkpoint = Path(config.checkpoint_dir) / _CHECKPOINT if config.checkpoint_dir else None
+        self._identity = run_identity(detector, train_set, config.batch_size) if checkpoint is not None else {}
         if checkpoint is not None and config.resume and checkpoint.exists():
             start_epoch, best_state = self._resume(checkpoint, detector, optimizers, history, generator)
         started = time.monotonic() - history.seconds
@@ -176,8 +178,8 @@ class Trainer:
         best_state: dict | None,
         generator: torch.Generator,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
+            "identity": self._identity,
             "state": detector.training_state(),
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
             "history": history.to_dict(),
@@ -185,9 +187,7 @@ class Trainer:
             "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
-        tmp = path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
+        save_checkpoint(payload, path)
 
     def _resume(
         self,
@@ -197,7 +197,8 @@ class Trainer:
         history: TrainingHistory,
         generator: torch.Generator,
     ) -> tuple[int, Any]:
-        payload = torch.load(path, map_location=self.device, weights_only=True)
+        payload = load_checkpoint(path, self.device)
+        check_identity(path, payload.get("identity"), self._identity)
         detector.load_training_state(payload["state"])
         for name, opt in optimizers.items():
             opt.load_state_dict(payload["optimizers"][name])

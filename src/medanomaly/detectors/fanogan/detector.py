@@ -218,6 +218,7 @@ class _PhasedTrainer:
         return {
             **{phase: history.to_dict() for phase, history in histories.items()},
             "stopped_because": "; ".join(f"{phase}: {h.stopped_because}" for phase, h in histories.items()),
+            "converged": all(history.converged for history in histories.values()),
             "seconds": sum(history.seconds for history in histories.values()),
         }
 

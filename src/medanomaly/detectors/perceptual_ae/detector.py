@@ -13,7 +13,6 @@ images seen, so the shared Trainer needs no hook. A few labelled anomalies can c
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,7 +26,6 @@ from medanomaly.detectors.perceptual_ae.network import (
     ProgressiveAutoencoderNet,
     count_stages,
     progress_at,
-    progress_at_phase,
 )
 from medanomaly.detectors.torch_base import TorchDetector
 from medanomaly.features import FeatureExtractor
@@ -37,7 +35,7 @@ from medanomaly.training.engine import TrainConfig, Trainer
 from medanomaly.types import Prediction
 
 logger = logging.getLogger(__name__)
-#: Share of ``max_epochs`` (and of a wall-clock budget, if any) over which the network grows.
+#: Share of ``max_epochs`` over which the network grows.
 GROW_FRACTION = 0.5
 
 
@@ -57,8 +55,8 @@ class PerceptualAutoencoder(TorchDetector):
         width: Autoencoder channels at the final resolution (doubled per lower stage, capped at 8x).
         start_resolution: Side of the first growth stage.
         stage_epochs: Passes over the training normals per growth stage (half fade-in, half stable); None = grow
-            over the first half of ``max_epochs``. With a time budget (``max_minutes``) growth also completes within
-            the first half of it, whichever comes first.
+            over the first half of ``max_epochs``. Growth is counted in images seen, never in wall-clock time, so
+            a run ends at the same weights on a busy machine as on an idle one.
         learning_rate: Adam learning rate (1e-3 as in the source).
         random_state: Seed of initialisation, split and shuffling.
     """
@@ -134,8 +132,6 @@ class PerceptualAutoencoder(TorchDetector):
         """Train on normals (N, C, R, R) in [0, 1], growing from ``start_resolution`` to R."""
         trainer = trainer or Trainer()
         self._max_epochs = trainer.config.max_epochs
-        self._budget_seconds = 60.0 * trainer.config.max_minutes if trainer.config.max_minutes else None
-        self._started: float | None = None
         super().fit(normal, trainer=trainer)
         reached = (int(self.network_.stage), float(self.network_.alpha))
         if reached != (self.network_.n_stages - 1, 1.0):
@@ -170,26 +166,13 @@ class PerceptualAutoencoder(TorchDetector):
         """Perceptual loss at the current stage's resolution, then advance the growth schedule."""
         images = batch[0]
         network = self.network_
-        network.set_progress(*progress_at_phase(self._phase(), network.n_stages))
+        network.set_progress(*progress_at(int(network.images_seen), self.stage_images_, network.n_stages))
         target = _resize(images, network.current_resolution)
         reconstruction = network(target)
         full = images.shape[-1]  # compared at full size: one feature scale for every stage
         loss, _ = self.distance_(_resize(reconstruction, full), _resize(target, full))
         network.images_seen += len(images)
         return {"loss": loss.mean(), "resolution": float(network.current_resolution), "alpha": float(network.alpha)}
-
-    def _phase(self) -> float:
-        """Growth progress in stage lengths: by images seen, or by the time budget if that is further along.
-
-        With ``--max-minutes`` the growth also completes within ``GROW_FRACTION`` of the budget, so a short budget
-        still ends at the final resolution (the schedule then depends on the machine's speed).
-        """
-        phase = int(self.network_.images_seen) / max(self.stage_images_, 1e-9)
-        if self._budget_seconds:
-            self._started = self._started or time.monotonic()
-            stage_seconds = GROW_FRACTION * self._budget_seconds / max(self.network_.n_stages - 0.5, 1.0)
-            phase = max(phase, (time.monotonic() - self._started) / stage_seconds)
-        return phase
 
     def validation_loss(self, batch: Any) -> Tensor:
         """(B,) perceptual distance of the current output (upsampled) to the full-resolution images."""

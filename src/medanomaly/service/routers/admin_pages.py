@@ -43,6 +43,7 @@ def admin_page(request: Request, db: DbDep, store: StoreDep, admin: AdminDep) ->
         feedback=feedback,
         calibrations=CALIBRATIONS,
         errors=store.errors,
+        training={name: store.training(name) for name in store.models},
     )
 
 

@@ -15,6 +15,7 @@ from medanomaly.service import audit
 from medanomaly.service.db import ModelVersion
 from medanomaly.service.deps import DbDep, JobsDep, SettingsDep, StoreDep, UserDep, flash, render
 from medanomaly.service.imaging import COLORMAPS, load_arrays
+from medanomaly.service.model_store import training_of
 from medanomaly.service.reports import build_report
 from medanomaly.service.routers.studies import done_result, get_study
 from medanomaly.service.schemas import DisplaySettings
@@ -112,6 +113,7 @@ def study_view(request: Request, db: DbDep, settings: SettingsDep, user: UserDep
         prefs=config["prefs"],
         windows=config.get("windows", {}),
         colormaps=COLORMAPS,
+        training=training_of(result.model_version.path) if result else None,
     )
 
 
