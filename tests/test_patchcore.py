@@ -129,6 +129,21 @@ def test_saves_only_fitted_tensors_and_reloads(fitted, phantoms, tmp_path) -> No
     torch.testing.assert_close(loaded.score(phantoms["test"]).scores, fitted.score(phantoms["test"]).scores)
 
 
+@needs_faiss
+def test_the_saved_model_keeps_the_search_and_runtime_it_was_fitted_with(fitted, phantoms, tmp_path, monkeypatch):
+    Model(fitted, Preprocessing(resolution=32)).save(tmp_path / "pc")
+    assert (fitted.search_mode_, fitted.fitted_config()["runtime"]) == ("cells", "torch")
+    expected = fitted.score(phantoms["test"]).scores
+    import medanomaly.detectors.patchcore.detector as module
+
+    monkeypatch.setattr(module, "faiss_available", lambda: False)  # scored where faiss is missing: no silent switch
+    loaded = Model.load(tmp_path / "pc", device="cpu").detector
+    with pytest.raises(ValueError, match="faiss"):
+        loaded.score(phantoms["test"][:2])
+    loaded.search = "bounded"  # an explicit choice: the same image scores, looser maps
+    torch.testing.assert_close(loaded.score(phantoms["test"]).scores, expected)
+
+
 def test_changed_backbone_weights_are_refused(fitted) -> None:
     config = {**fitted.fitted_config(), "backbone_weights": "tiny:0000000000000000"}
     with pytest.raises(ValueError, match="backbone weights differ"):

@@ -12,9 +12,10 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from medanomaly.data.datasets import Sample
-from medanomaly.data.loading import load_images
 from medanomaly.data.synthetic import make_phantom, make_phantom_volume
+from medanomaly.evaluation.evaluate import evaluate_model
 from medanomaly.fitting import calibrate_model
+from medanomaly.io import read_study
 from medanomaly.model import Model, Postprocessing
 from medanomaly.pipeline import score_path, score_paths
 from medanomaly.transforms import Preprocessing
@@ -31,7 +32,7 @@ def model(fitted_conv_ae, tmp_path_factory) -> Model:
         samples.append(Sample(path, "NORMAL"))
     preprocessing = Preprocessing(resolution=32, normalize="none")
     model = Model(fitted_conv_ae, preprocessing, Postprocessing(median_size=3, score_from="map_topk"))
-    return calibrate_model(model, load_images(samples, preprocessing, progress=False))
+    return calibrate_model(model, [read_study(sample.path) for sample in samples])
 
 
 def _volume(lesion: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +63,12 @@ def _write_series(folder: Path, volume: np.ndarray) -> Path:
         ds.PixelData = np.round(volume[index] * 1000).astype(np.uint16).tobytes()
         ds.save_as(folder / f"{index}.dcm", enforce_file_format=True)
     return folder
+
+
+def test_evaluate_without_a_threshold_is_an_error(model, tmp_path) -> None:
+    uncalibrated = Model(model.detector, model.preprocessing, model.postprocessing)
+    with pytest.raises(ValueError, match="no calibrated threshold"):
+        evaluate_model(uncalibrated, tmp_path, progress=False)
 
 
 def test_dicom_series_scores_as_one_volume(model, tmp_path) -> None:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from medanomaly.data.synthetic import make_phantom_set
+from medanomaly.data.synthetic import make_phantom_set, write_phantom_dataset
 from medanomaly.errors import NotFittedError
+from medanomaly.evaluation.evaluate import evaluate_model
 from medanomaly.model import Model
+from medanomaly.pipeline import score_path
 from medanomaly.registry import available, detector_class
+from medanomaly.thresholds import Threshold
 from medanomaly.training import TrainConfig, Trainer
 from medanomaly.transforms import Preprocessing
 
@@ -96,3 +101,18 @@ def test_save_load_reproduces_scores(name: str, data, tmp_path) -> None:
     np.testing.assert_allclose(
         loaded.score(data["test"]).scores.numpy(), detector.score(data["test"]).scores.numpy(), rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.fixture(scope="module")
+def png_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_phantom_dataset(tmp_path_factory.mktemp("png"), 0, 3, 3, size=SIZE, seed=14)
+
+
+@pytest.mark.parametrize("name", available())
+def test_evaluate_gives_the_scores_of_score(name: str, data, png_set: Path) -> None:
+    """`medanomaly evaluate` (studies batched together) and `medanomaly score` (one at a time): the same numbers."""
+    model = Model(fitted(name, data), Preprocessing(resolution=SIZE), threshold=Threshold(0.0, "fixed"))
+    evaluated = evaluate_model(model, png_set, split="test", progress=False)
+    one_by_one = [score_path(model, path).score for path in evaluated.paths]
+    assert len(one_by_one) == 6
+    np.testing.assert_allclose(evaluated.scores, one_by_one, rtol=1e-5, atol=1e-7)

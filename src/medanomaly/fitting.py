@@ -1,12 +1,14 @@
 """Training a model from a data set folder: index, split, load, fit, calibrate, save.
 
-The same function serves ``medanomaly train``, the benchmark and the service's retraining.
+The same function serves ``medanomaly train`` and the benchmark (the service recalibrates thresholds; it does not
+train).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,12 @@ from medanomaly.data.loading import Failure, LoadedImages, load_images
 from medanomaly.domain import build_domain, score_quantiles
 from medanomaly.io import find_studies
 from medanomaly.model import Model, Postprocessing
+from medanomaly.pipeline import read_studies, score_studies
 from medanomaly.registry import create
 from medanomaly.thresholds import calibrate, parse_calibration
 from medanomaly.training import TrainConfig, Trainer, training_status
 from medanomaly.transforms import Preprocessing
+from medanomaly.types import Study
 
 logger = logging.getLogger(__name__)
 
@@ -176,13 +180,17 @@ def train_model(
         random_state=options.random_state,
     )
     labelled = plan.calibration_abnormal if _needs_abnormal(options.calibration) else []
-    cal_abnormal = load(labelled, "calibration abnormal")
-    model = calibrate_model(model, cal_normal if len(cal_normal.images) else normal, cal_abnormal, options.calibration)
+    read_failures: list[Failure] = []
+    color = options.preprocessing.channels == 3
+    cal_paths = [s.path for s in (cal_normal.samples or normal.samples)]
+    cal_normal_studies = read_studies(cal_paths, color=color, failures=read_failures)
+    cal_abnormal = read_studies([s.path for s in labelled], color=color, failures=read_failures)
+    model = calibrate_model(model, cal_normal_studies, cal_abnormal, options.calibration)
     model.info["train_seconds"] = round(time.monotonic() - started, 2)
     if out is not None:
         model.info["path"] = str(out)
         model.save(out)
-    failures = [f for loaded in (normal, abnormal, mixed, cal_normal, cal_abnormal) for f in loaded.failures]
+    failures = [f for loaded in (normal, abnormal, mixed, cal_normal) for f in loaded.failures] + read_failures
     return TrainingReport(model, used, failures, time.monotonic() - started)
 
 
@@ -231,19 +239,22 @@ def _check_plan(plan: TrainingPlan, needs: frozenset[str], index: DatasetIndex, 
 
 
 def calibrate_model(
-    model: Model, normal: LoadedImages, abnormal: LoadedImages | None = None, spec: str | None = None
+    model: Model, normal: Iterable[Study], abnormal: Iterable[Study] = (), spec: str | None = None
 ) -> Model:
-    """Set the image threshold (and the finding threshold) from held-out studies; returns the same model."""
+    """Set the image threshold (and the finding threshold) from held-out studies; returns the same model.
+
+    The studies are scored by :func:`medanomaly.pipeline.score_studies`, the path every scored study takes (domain
+    check overridden: these are the model's own kind of data), so the threshold applies to the same numbers.
+    """
     if spec is None:
         spec = "fixed:0.5" if model.detector.kind == "classification" else "percentile:95"
     kwargs = parse_calibration(spec)
-    normal_scored = model.score_images(normal.images, normal.owners)
-    abnormal_scores = None
-    if abnormal is not None and len(abnormal.images):
-        abnormal_scores = np.array([s.score for s in model.score_images(abnormal.images, abnormal.owners)])
-    model.threshold = calibrate(np.array([s.score for s in normal_scored]), abnormal_scores, **kwargs)
+    normal_scored = list(score_studies(model, normal, ignore_domain=True, decide=False))
+    abnormal_scores = np.array([r.score for r in score_studies(model, abnormal, ignore_domain=True, decide=False)])
+    normal_scores = np.array([r.score for r in normal_scored])
+    model.threshold = calibrate(normal_scores, abnormal_scores if len(abnormal_scores) else None, **kwargs)
     if model.domain is not None:
-        model.domain.scores = score_quantiles(np.array([s.score for s in normal_scored]))
+        model.domain.scores = score_quantiles(normal_scores)
     maxima = [float(s.anomaly_maps.max()) for s in normal_scored if s.anomaly_maps is not None]
     if maxima:
         region = float(np.percentile(maxima, 95))

@@ -1,14 +1,15 @@
 """The one path a study travels at scoring time: read -> preprocess -> detector -> post-process -> decision.
 
-The CLI, the benchmark and the web service all call :func:`score_study` / :func:`score_paths`, so a score is the
-same number whichever door it came through.
+The CLI, evaluation, calibration, the benchmark, the web service and the PACS link all call :func:`score_study` or
+its batch form :func:`score_studies` (:func:`score_paths` for files), so a score is the same number whichever door
+it came through.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from medanomaly.domain import DomainCheck, check_study
 from medanomaly.errors import InputError
 from medanomaly.io import read_study
 from medanomaly.mapping import Finding, find_regions
-from medanomaly.model import Model
+from medanomaly.model import Model, StudyScore
 from medanomaly.transforms import Geometry
 from medanomaly.types import Study
 
@@ -113,35 +114,118 @@ def score_study(
     The study is first checked against the model's domain: outside it, the result has status ``out_of_domain``, no
     decision, and the detector is not run, unless ``ignore_domain`` (research use) asks to score regardless.
     """
+    return _finish(model, [_prepare(model, study, ignore_domain)], batch_size, progress=progress)[0]
+
+
+def score_studies(
+    model: Model,
+    studies: Iterable[Study],
+    *,
+    batch_size: int = 64,
+    ignore_domain: bool = False,
+    failures: list[Failure] | None = None,
+    decide: bool = True,
+) -> Iterator[StudyResult]:
+    """Score studies in order, each as :func:`score_study` scores it; consecutive studies share forward passes.
+
+    The batch form of :func:`score_study` for evaluation, calibration and folders: same preprocessing, domain check,
+    post-processing and decision, with the slices of up to ``batch_size`` studies scored together.
+
+    Args:
+        model: The model.
+        studies: Studies already read (a generator keeps only one batch of them in memory).
+        batch_size: Slices per forward pass.
+        ignore_domain: Score studies outside the model's domain too (see :func:`score_study`).
+        failures: When given, a study whose preprocessing fails is listed here and skipped; else the error is raised.
+        decide: False leaves ``abnormal`` None and ``label`` empty (calibration scores a model without a threshold).
+    """
+    pending: list[_Prepared] = []
+    for study in studies:
+        try:
+            pending.append(_prepare(model, study, ignore_domain))
+        except (InputError, ValueError) as error:
+            if failures is None:
+                raise
+            logger.warning("skipped %s: %s", study.meta.get("path", "study"), error)
+            failures.append(Failure(str(study.meta.get("path", "")), str(error)))
+        if sum(len(p.images) for p in pending if p.to_score) >= batch_size:
+            yield from _finish(model, pending, batch_size, decide=decide)
+            pending = []
+    yield from _finish(model, pending, batch_size, decide=decide)
+
+
+@dataclass
+class _Prepared:
+    """A study preprocessed and checked against the model's domain, waiting for its forward pass."""
+
+    study: Study
+    images: np.ndarray
+    geometry: Geometry
+    check: DomainCheck
+    seconds: float
+
+    @property
+    def to_score(self) -> bool:
+        return self.check.in_domain or self.check.ignored
+
+
+def _prepare(model: Model, study: Study, ignore_domain: bool) -> _Prepared:
     started = time.perf_counter()
     images, geometry = model.preprocessing.apply(study)
     check = check_study(model.domain, study, images)
-    if not check.in_domain:
-        if not ignore_domain:
-            logger.info("%s: out of domain: %s", study.meta.get("path", "study"), check.reason)
-            return _out_of_domain(model, study, images, geometry, check, time.perf_counter() - started)
+    where = study.meta.get("path", "study")
+    if not check.in_domain and ignore_domain:
         check.ignored = True
-        logger.warning("%s: out of domain (%s), scored anyway (domain check overridden)", study.meta.get("path",
-                       "study"), check.reason)
-    owners = np.zeros(len(images), dtype=np.int64)
-    with torch.inference_mode():
-        scored = model.score_images(torch.from_numpy(images), owners, batch_size, progress)[0]
-    abnormal = model.decide(scored.score)
+        logger.warning("%s: out of domain (%s), scored anyway (domain check overridden)", where, check.reason)
+    elif not check.in_domain:
+        logger.info("%s: out of domain: %s", where, check.reason)
+    return _Prepared(study, images, geometry, check, time.perf_counter() - started)
+
+
+def _finish(
+    model: Model,
+    prepared: list[_Prepared],
+    batch_size: int,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    decide: bool = True,
+) -> list[StudyResult]:
+    """Results of ``prepared`` in order: the ones to score share the detector's forward passes."""
+    to_score = [p for p in prepared if p.to_score]
+    started, scored = time.perf_counter(), []
+    if to_score:
+        owners = np.concatenate([np.full(len(p.images), index) for index, p in enumerate(to_score)])
+        images = torch.from_numpy(np.concatenate([p.images for p in to_score]))
+        with torch.inference_mode():
+            scored = model.score_images(images, owners, batch_size, progress)
+    per_slice = (time.perf_counter() - started) / max(1, sum(len(p.images) for p in to_score))
+    by_study = iter(scored)
+    return [
+        _scored(model, p, next(by_study), p.seconds + per_slice * len(p.images), decide)
+        if p.to_score
+        else _out_of_domain(model, p.study, p.images, p.geometry, p.check, p.seconds)
+        for p in prepared
+    ]
+
+
+def _scored(model: Model, prepared: _Prepared, scored: StudyScore, seconds: float, decide: bool) -> StudyResult:
+    study, check = prepared.study, prepared.check
+    abnormal = model.decide(scored.score) if decide else None
     return StudyResult(
         path=str(study.meta.get("path", "")),
         score=scored.score,
         abnormal=abnormal,
-        label=_label(model, abnormal),
+        label="" if abnormal is None else _label(model, abnormal),
         threshold=float(model.threshold.value) if model.threshold else float("nan"),
         slice_scores=scored.slice_scores,
-        findings=_findings(model, scored.anomaly_maps, study, geometry),
+        findings=_findings(model, scored.anomaly_maps, study, prepared.geometry),
         anomaly_maps=scored.anomaly_maps,
-        images=images,
-        geometry=geometry,
+        images=prepared.images,
+        geometry=prepared.geometry,
         extras=scored.extras,
         meta={key: study.meta[key] for key in _META_KEYS if study.meta.get(key) is not None},
         model=_model_summary(model),
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         domain_reason=check.reason,
         domain=check.to_dict(),
     )
@@ -182,17 +266,31 @@ def score_path(model: Model, path: str | Path, *, ignore_domain: bool = False) -
 
 
 def score_paths(
-    model: Model, paths: list[str | Path], *, progress: bool = True, ignore_domain: bool = False
+    model: Model,
+    paths: Sequence[str | Path],
+    *,
+    progress: bool = True,
+    ignore_domain: bool = False,
+    batch_size: int = 64,
+    decide: bool = True,
 ) -> tuple[list[StudyResult], list[Failure]]:
-    """Score several studies; a bad one is skipped and reported, the rest go on."""
-    results, failures = [], []
-    for path in tqdm(paths, desc="score", disable=not progress or len(paths) < 2, unit="study"):
+    """Read and score several studies in order (:func:`score_studies`); a bad one is skipped and reported."""
+    failures: list[Failure] = []
+    studies = read_studies(paths, color=model.preprocessing.channels == 3, failures=failures, progress=progress)
+    options = {"batch_size": batch_size, "ignore_domain": ignore_domain, "failures": failures, "decide": decide}
+    return list(score_studies(model, studies, **options)), failures
+
+
+def read_studies(
+    paths: Sequence[str | Path], *, color: bool, failures: list[Failure], progress: bool = False, desc: str = "score"
+) -> Iterator[Study]:
+    """Read each path in turn; an unreadable one is logged, listed in ``failures`` and skipped."""
+    for path in tqdm(paths, desc=desc, disable=not progress or len(paths) < 2, unit="study"):
         try:
-            results.append(score_path(model, path, ignore_domain=ignore_domain))
+            yield read_study(path, color=color)
         except (InputError, ValueError) as error:
             logger.warning("skipped %s", error)
             failures.append(Failure(str(path), str(error)))
-    return results, failures
 
 
 def _label(model: Model, abnormal: bool) -> str:

@@ -24,13 +24,13 @@ import torch
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from medanomaly.data.loading import LoadedImages
 from medanomaly.data.synthetic import make_phantom, make_phantom_set, make_phantom_volume
 from medanomaly.fitting import calibrate_model
 from medanomaly.model import Model, Postprocessing
 from medanomaly.registry import create
 from medanomaly.training import TrainConfig, Trainer
 from medanomaly.transforms import Preprocessing
+from medanomaly.types import Study
 
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 USER, PASSWORD = "ai", "secret"
@@ -154,7 +154,7 @@ def pacs_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         info={"created": "2026-01-01T00:00:00+00:00"},
     )
     held_out = torch.from_numpy(images[64:])
-    calibrate_model(model, LoadedImages(held_out, np.arange(len(held_out)), []))
+    calibrate_model(model, [Study(image[0].numpy(), {"kind": "png"}) for image in held_out])
     return model.save(tmp_path_factory.mktemp("pacs-model") / "conv_ae")
 
 

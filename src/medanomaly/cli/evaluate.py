@@ -19,6 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="model directory")
     parser.add_argument("--split", default="test", help="split to evaluate (default test; ignored without splits)")
     parser.add_argument("--normal-label", default=None)
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="decide at this score (default: the model's calibrated one)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", default=None, help="write metrics.json, scores.csv, ROC and confusion PNGs here")
     parser.add_argument("--device", default="auto")
@@ -28,7 +31,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the metrics."""
     model = Model.load(args.model, device=args.device)
-    result = evaluate_model(model, args.data, split=args.split, normal_label=args.normal_label, progress=not args.json)
+    result = evaluate_model(
+        model, args.data, split=args.split, normal_label=args.normal_label, threshold=args.threshold,
+        progress=not args.json,
+    )  # fmt: skip
     written = write_report(result, args.out) if args.out else {}
     metrics = result.metrics
     if args.json:

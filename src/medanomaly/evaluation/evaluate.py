@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,11 @@ from typing import Any
 import numpy as np
 
 from medanomaly.data.datasets import DatasetIndex, load_index
-from medanomaly.data.loading import Failure, load_images
+from medanomaly.data.loading import Failure
 from medanomaly.evaluation.metrics import classification_metrics
 from medanomaly.evaluation.plots import plot_confusion_matrix, plot_roc, plot_score_histogram
-from medanomaly.model import Model, StudyScore
+from medanomaly.model import Model
+from medanomaly.pipeline import StudyResult, score_paths
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class EvaluationResult:
         labels: (N,) 0 normal / 1 abnormal.
         scores: (N,) study scores.
         paths: The N studies.
-        scored: Per-study scores and maps (kept for heat-map sheets).
+        scored: Per-study pipeline results with their maps (kept for heat-map sheets).
         failures: Studies that could not be read.
     """
 
@@ -38,7 +38,7 @@ class EvaluationResult:
     labels: np.ndarray
     scores: np.ndarray
     paths: list[str]
-    scored: list[StudyScore] = field(default_factory=list, repr=False)
+    scored: list[StudyResult] = field(default_factory=list, repr=False)
     failures: list[Failure] = field(default_factory=list)
 
 
@@ -59,31 +59,49 @@ def evaluate_model(
     *,
     split: str | None = "test",
     normal_label: str | None = None,
+    threshold: float | None = None,
     progress: bool = True,
 ) -> EvaluationResult:
-    """Score every study of a labelled split and compute the metrics at the model's threshold."""
+    """Score every study of a labelled split through the scoring pipeline and compute the metrics at a threshold.
+
+    Studies are scored by :func:`medanomaly.pipeline.score_paths` (the path ``medanomaly score`` takes) with the
+    domain check overridden, so every labelled study counts; ``n_out_of_domain`` says how many the check flagged.
+
+    Args:
+        model: The model.
+        data: Labelled data set folder or manifest.
+        split: Split to score (None: all).
+        normal_label: Label of normal studies (default: the model's, else ``normal``).
+        threshold: Decision threshold; default the model's calibrated one (ValueError when it has none).
+        progress: Show a progress bar.
+    """
+    if threshold is None:
+        if model.threshold is None:
+            msg = "this model has no calibrated threshold: recalibrate it, or pass a threshold explicitly"
+            raise ValueError(msg)
+        threshold = model.threshold.value
     index = load_index(data, normal_label or _known_normal_label(data, model))
     samples = select_split(index, split)
-    loaded = load_images(samples, model.preprocessing, progress=progress, desc="load test")
-    started = time.perf_counter()
-    scored = model.score_images(loaded.images, loaded.owners)
-    seconds = time.perf_counter() - started
-    labels = np.array([0 if index.is_normal(s) else 1 for s in loaded.samples], dtype=np.int64)
+    paths = [s.path for s in samples]
+    scored, failures = score_paths(model, paths, progress=progress, ignore_domain=True, decide=False)
+    seconds = sum(s.seconds for s in scored)  # preprocessing + scoring, file reading excluded
+    failed = {f.path for f in failures}
+    loaded = [s for s in samples if str(s.path) not in failed]
+    labels = np.array([0 if index.is_normal(s) else 1 for s in loaded], dtype=np.int64)
     scores = np.array([s.score for s in scored], dtype=np.float64)
-    threshold = model.threshold.value if model.threshold is not None else float(np.median(scores))
-    metrics = classification_metrics(labels, scores, threshold)
+    metrics = classification_metrics(labels, scores, float(threshold))
     metrics.update(
         method=model.method,
         model_version=model.version,
         converged=model.training["converged"],
         stopped_because=model.training["stopped_because"],
         split=split,
-        n_failed=len(loaded.failures),
-        images_per_second=round(len(loaded.images) / max(seconds, 1e-9), 2),
+        n_failed=len(failures),
+        n_out_of_domain=sum(bool(s.domain.get("ignored")) for s in scored),
+        images_per_second=round(sum(len(s.slice_scores) for s in scored) / max(seconds, 1e-9), 2),
         class_names=[index.normal_label, *[lab for lab in index.labels if lab != index.normal_label]],
     )
-    paths = [str(s.path) for s in loaded.samples]
-    return EvaluationResult(metrics, labels, scores, paths, scored, loaded.failures)
+    return EvaluationResult(metrics, labels, scores, [str(s.path) for s in loaded], scored, failures)
 
 
 def _known_normal_label(data: str | Path, model: Model) -> str | None:

@@ -80,6 +80,11 @@ class FeatureExtractor(nn.Module):
         self._fingerprint: str | None = None
 
     @property
+    def cpu_runtime(self) -> str:
+        """What CPU inference runs on here: ``onnx`` or ``torch`` (``auto`` resolved on this machine)."""
+        return "onnx" if self.runtime == "onnx" or (self.runtime == "auto" and onnxruntime_available()) else "torch"
+
+    @property
     def out_channels(self) -> list[int]:
         """Channels of each returned layer, in ``layers`` order."""
         return [self.backbone.channels[layer] for layer in self.layers]

@@ -61,7 +61,8 @@ class Padim(BaseDetector):
         epsilon: Covariance regularisation (paper: 0.01).
         sigma: Gaussian smoothing of the map, in input pixels (paper: 4).
         topk: Image score = mean of the ``topk`` largest map pixels (1 = the maximum, the paper's rule).
-        runtime: Feature extractor runtime (``auto``, ``torch``, ``onnx``).
+        runtime: Feature extractor runtime (``auto``, ``torch``, ``onnx``); what ``auto`` chose at fit time is saved
+            with the model and used when it scores.
         random_state: Seed of the channel selection.
     """
 
@@ -132,9 +133,10 @@ class Padim(BaseDetector):
             msg = "padim needs n_features >= 1, epsilon > 0, sigma >= 0 and topk >= 1"
             raise ValueError(msg)
 
-    def _make_extractor(self) -> FeatureExtractor:
+    def _make_extractor(self, fitted_runtime: str | None = None) -> FeatureExtractor:
         layers = self.layers or DEFAULT_LAYERS.get(self.backbone)
-        return FeatureExtractor(self.backbone, layers, self.weights, runtime=self.runtime)
+        runtime = fitted_runtime if self.runtime == "auto" and fitted_runtime else self.runtime
+        return FeatureExtractor(self.backbone, layers, self.weights, runtime=runtime)
 
     @torch.no_grad()
     def _embed(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
@@ -169,10 +171,11 @@ class Padim(BaseDetector):
             "n_features": int(self.gaussian_.mean.shape[1]),
             "feature_shape": list(self.feature_shape_),
             "backbone_weights": self.extractor_.weights_id,
+            "runtime": self.extractor_.cpu_runtime,
         }
 
     def _build(self, input_shape: tuple[int, ...], fitted: dict[str, Any]) -> None:
-        self.extractor_ = self._make_extractor()
+        self.extractor_ = self._make_extractor(fitted.get("runtime"))
         _check_weights(self.extractor_, fitted)
         self.gaussian_ = GaussianModel(fitted["n_positions"], fitted["n_features"])
         self.channels_ = _ChannelIndex(fitted["n_features"])

@@ -65,11 +65,13 @@ class PatchCore(BaseDetector):
         search: How patch distances are found. ``cells``: IVF upper bounds (faiss), ``bounded``: coarse-level upper
             bounds (torch only); both make each image's maximum, hence the score, exact and leave upper bounds
             elsewhere in the map. ``exact``: every patch exact (brute force; the fastest on a GPU). ``auto``:
-            ``exact`` on a GPU, else ``cells`` when the model has cells and faiss is installed, else ``bounded``.
+            ``exact`` on a GPU, else ``cells`` when the model has cells and faiss is installed, else ``bounded``,
+            chosen at fit time and kept by the saved model (so its maps do not change with the machine).
         n_cells: IVF cells trained at fit time when faiss is installed (fewer for a small bank; 0 = none).
         n_probe: Cells searched per patch by ``cells`` (more: tighter map, slower).
         coarse_size: Coarse-level size of ``bounded``.
-        runtime: Feature extractor runtime (``auto``, ``torch``, ``onnx``).
+        runtime: Feature extractor runtime (``auto``, ``torch``, ``onnx``); what ``auto`` chose at fit time is saved
+            with the model and used when it scores.
         random_state: Seed of the projections and of the first coreset pick.
     """
 
@@ -144,6 +146,7 @@ class PatchCore(BaseDetector):
         timings = (extracted - started, selected - extracted, time.perf_counter() - selected)
         self.fit_timings_ = dict(zip(("features", "coreset", "cells"), timings, strict=True))
         self.extractor_, self.memory_ = extractor, bank.to(device)
+        self.search_mode_ = self._resolve_search(device)
         self.input_shape_ = tuple(int(size) for size in normal.shape[1:])
         self.coreset_radius_ = radius
         logger.info(
@@ -169,8 +172,9 @@ class PatchCore(BaseDetector):
             msg = "num_neighbors, coarse_size and n_probe must be >= 1, n_cells and sigma >= 0"
             raise ValueError(msg)
 
-    def _make_extractor(self) -> FeatureExtractor:
-        return FeatureExtractor(self.backbone, self.layers, self.weights, runtime=self.runtime)
+    def _make_extractor(self, fitted_runtime: str | None = None) -> FeatureExtractor:
+        runtime = fitted_runtime if self.runtime == "auto" and fitted_runtime else self.runtime
+        return FeatureExtractor(self.backbone, self.layers, self.weights, runtime=runtime)
 
     def _embed_all(self, images: Tensor, extractor: FeatureExtractor, batch_size: int, progress: bool) -> Tensor:
         """(N * P, D) patch features of all images, written into one preallocated tensor; sets ``feature_shape_``."""
@@ -228,6 +232,19 @@ class PatchCore(BaseDetector):
         return Prediction(scores=scores.cpu(), anomaly_maps=maps.cpu())
 
     def _search_mode(self, device: torch.device) -> str:
+        """The search the model was fitted with (``auto`` does not change with the machine), else resolved here."""
+        recorded = getattr(self, "search_mode_", None)
+        if self.search != "auto" or recorded is None:  # an explicit choice, or a model saved before this was recorded
+            return self._resolve_search(device)
+        if recorded == "cells" and not faiss_available():
+            msg = (
+                "this model was fitted to search IVF cells with faiss: pip install faiss-cpu (medanomaly[fast]), or "
+                "score with search='bounded' (the same image scores, looser maps)"
+            )
+            raise ValueError(msg)
+        return recorded
+
+    def _resolve_search(self, device: torch.device) -> str:
         """The concrete search of ``self.search`` for this model and device (see the class doc)."""
         has_cells = self.memory_.n_cells > 0 and faiss_available()
         if self.search == "auto" and device.type != "cpu":
@@ -253,10 +270,13 @@ class PatchCore(BaseDetector):
             "feature_shape": list(self.feature_shape_),
             "coreset_radius": self.coreset_radius_,
             "backbone_weights": self.extractor_.weights_id,
+            "search_mode": self.search_mode_,
+            "runtime": self.extractor_.cpu_runtime,
         }
 
     def _build(self, input_shape: tuple[int, ...], fitted: dict[str, Any]) -> None:
-        self.extractor_ = self._make_extractor()
+        self.extractor_ = self._make_extractor(fitted.get("runtime"))
+        self.search_mode_ = fitted.get("search_mode")
         _check_weights(self.extractor_, fitted)
         self.memory_ = MemoryBank(*fitted["bank_shape"], n_cells=int(fitted.get("n_cells", 0)))
         shape = fitted["projection_shape"]
