@@ -106,6 +106,34 @@ def bootstrap_auroc_ci(
     return float(low), float(high)
 
 
+def operating_point(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Sensitivity and specificity of the decision ``score > threshold`` on labelled cases.
+
+    The one place these rates are computed (evaluation, recalibration from feedback); the calibration search in
+    :mod:`medanomaly.thresholds` sweeps the same rule over every cut at once.
+
+    Args:
+        labels: (N,) 0 normal / 1 abnormal.
+        scores: (N,) scores, higher = more anomalous.
+        threshold: Decision threshold (NaN: nothing is called abnormal).
+
+    Returns:
+        ``threshold``, ``sensitivity`` and ``specificity`` (None when that class is absent), ``n_normal``,
+        ``n_abnormal`` and ``confusion_matrix`` [[tn, fp], [fn, tp]].
+    """
+    y = np.asarray(labels)
+    predicted = np.asarray(scores, dtype=np.float64) > threshold
+    (tn, fp), (fn, tp) = confusion_matrix(y, predicted.astype(np.int64), labels=[0, 1]).tolist()
+    return {
+        "threshold": float(threshold),
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "n_normal": int(tn + fp),
+        "n_abnormal": int(tp + fn),
+        "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
+    }
+
+
 def classification_metrics(
     labels: np.ndarray,
     scores: np.ndarray,
@@ -133,9 +161,9 @@ def classification_metrics(
         ValueError: On invalid labels or scores.
     """
     y, s = _check_labels_scores(labels, scores)
-    predicted = (s > threshold).astype(np.int64)
-    (tn, fp), (fn, tp) = confusion_matrix(y, predicted, labels=[0, 1]).tolist()
-    sensitivity, specificity = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
+    point = operating_point(y, s, threshold)
+    (tn, fp), (fn, tp) = point["confusion_matrix"]
+    sensitivity, specificity = point["sensitivity"], point["specificity"]
     present = [v for v in (sensitivity, specificity) if v is not None]
     result: dict[str, Any] = {
         "auroc": None,

@@ -105,6 +105,14 @@ def _to_array(img: Image.Image, color: bool) -> tuple[np.ndarray, int, str]:
     return np.asarray(rgb.convert("L")), 8, "MONOCHROME2"
 
 
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of (H, W) float in [0, 1] or uint8, or (H, W, 3|4) uint8: the one image encoder of the outputs."""
+    array = image if image.dtype == np.uint8 else np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
 def _flatten_to_rgb(img: Image.Image) -> Image.Image:
     """Palette, CMYK, YCbCr, ... -> RGB; any transparency is composited over black."""
     has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info

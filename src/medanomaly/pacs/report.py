@@ -6,14 +6,10 @@ Encapsulated PDF by :func:`medanomaly.pacs.capture.build_pdf`.
 
 from __future__ import annotations
 
-import datetime as dt
-import io
 import logging
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from medanomaly.pacs.capture import overlay_slices
 from medanomaly.pacs.identity import ResultContext, to_source_box
@@ -22,22 +18,10 @@ if TYPE_CHECKING:
     from medanomaly.pipeline import StudyResult
 
 logger = logging.getLogger(__name__)
-STATEMENT = (
-    "Decision support only: this result was computed by software to assist a qualified radiologist, who makes "
-    "the diagnosis. It is not a diagnosis and must not be used as the sole basis for clinical decisions."
-)
-
-
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    array = image if image.dtype == np.uint8 else np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _images(result: StudyResult, threshold: float | None) -> list[Any]:
+    from medanomaly.io.png import encode_png
     from medanomaly.reporting import ReportImage
 
     if result.anomaly_maps is None:
@@ -47,8 +31,8 @@ def _images(result: StudyResult, threshold: float | None) -> list[Any]:
     plain = plain[..., 0] if plain.shape[-1] == 1 else plain
     where = f"slice {index + 1} of {len(result.slice_scores)}" if len(result.slice_scores) > 1 else "image"
     return [
-        ReportImage(f"Input, {where} (as the model saw it)", _png(plain)),
-        ReportImage(f"Anomaly heat map, {where}", _png(tinted)),
+        ReportImage(f"Input, {where} (as the model saw it)", encode_png(plain)),
+        ReportImage(f"Anomaly heat map, {where}", encode_png(tinted)),
     ]
 
 
@@ -59,18 +43,15 @@ def _findings(result: StudyResult) -> list[Any]:
     rows = []
     for finding in result.findings:
         row0, col0, row1, col1 = to_source_box(result, finding)
-        location = (
-            f"x {100 * col0 / width:.0f}-{100 * col1 / width:.0f} %, "
-            f"y {100 * row0 / height:.0f}-{100 * row1 / height:.0f} %"
-        )
-        area = f"{finding.area_mm2:.0f} mm²" if finding.area_mm2 else f"{finding.area_px} px (model grid)"
-        rows.append(ReportFinding(finding.slice_index, location, area, float(finding.max_score)))
+        box = (col0 / width, row0 / height, col1 / width, row1 / height)
+        area_mm2, area_px = finding.area_mm2, finding.area_px
+        rows.append(ReportFinding.from_box(finding.slice_index, box, area_mm2, area_px, finding.max_score))
     return rows
 
 
 def build_report(result: StudyResult, context: ResultContext, threshold: float | None) -> Any:
     """A :class:`medanomaly.reporting.StudyReport` for a PACS result (identifiers from the source headers)."""
-    from medanomaly.reporting import StudyReport
+    from medanomaly.reporting import report_for
 
     first = context.first
     identifiers = [
@@ -86,21 +67,13 @@ def build_report(result: StudyResult, context: ResultContext, threshold: float |
         ("Method", context.method),
         ("Threshold", f"{result.threshold:.3g}"),
     ]
-    summary = f"{result.label} — score {result.score:.3g}, threshold {result.threshold:.3g}"
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return StudyReport(
+    return report_for(
+        result,
         identifiers=identifiers,
-        decision=result.label,
-        abnormal=result.abnormal,
-        score=result.score,
-        threshold=result.threshold,
-        summary=summary,
         model=model,
+        summary=f"{result.label} — score {result.score:.3g}, threshold {result.threshold:.3g}",
         findings=_findings(result),
         images=_images(result, threshold),
-        opinions=[],
-        statement=STATEMENT,
-        generated_at=now,
         generated_by=context.algorithm_name,
         notes=["Made automatically from a PACS study; no radiologist has reviewed it yet."],
     )

@@ -1,6 +1,17 @@
 """Study reports: a :class:`StudyReport` rendered as PDF (reportlab) or as a printable HTML page (Jinja2)."""
 
 from medanomaly.reporting.pdf import write_pdf
-from medanomaly.reporting.study_report import ReportFinding, ReportImage, ReportOpinion, StudyReport, render_html
+from medanomaly.reporting.study_report import (
+    DECISION_SUPPORT,
+    ReportFinding,
+    ReportImage,
+    ReportOpinion,
+    StudyReport,
+    render_html,
+    report_for,
+)
 
-__all__ = ["ReportFinding", "ReportImage", "ReportOpinion", "StudyReport", "render_html", "write_pdf"]
+__all__ = [
+    "DECISION_SUPPORT", "ReportFinding", "ReportImage", "ReportOpinion", "StudyReport", "render_html", "report_for",
+    "write_pdf",
+]

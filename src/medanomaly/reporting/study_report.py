@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+
+#: The statement every decision the software shows carries: web page, PDF and HTML report, the PACS report.
+DECISION_SUPPORT = (
+    "Decision support only: this result was computed by software to assist a qualified radiologist, who makes "
+    "the diagnosis. It is not a diagnosis and must not be used as the sole basis for clinical decisions."
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,16 @@ class ReportFinding:
     location: str
     area: str
     max_score: float
+
+    @classmethod
+    def from_box(
+        cls, slice_index: int, box: Sequence[float], area_mm2: float | None, area_px: int, max_score: float
+    ) -> ReportFinding:
+        """A finding whose ``box`` is [x0, y0, x1, y1] in fractions of the image width and height."""
+        x0, y0, x1, y1 = box
+        location = f"x {100 * x0:.0f}-{100 * x1:.0f} %, y {100 * y0:.0f}-{100 * y1:.0f} %"
+        area = f"{area_mm2:.0f} mm²" if area_mm2 else f"{area_px} px (model grid)"
+        return cls(slice_index, location, area, float(max_score))
 
 
 @dataclass(frozen=True)
@@ -78,6 +97,52 @@ class StudyReport:
     generated_by: str
     title: str = "Anomaly detection report"
     notes: list[str] = field(default_factory=list)
+
+
+def report_for(
+    result: Any,
+    *,
+    identifiers: list[tuple[str, str]],
+    model: list[tuple[str, str]],
+    summary: str,
+    findings: list[ReportFinding],
+    images: list[ReportImage],
+    generated_by: str,
+    opinions: list[ReportOpinion] | None = None,
+    notes: list[str] | None = None,
+) -> StudyReport:
+    """The report of one scored study, the one builder of the web service's and the PACS link's reports.
+
+    The statement is :data:`DECISION_SUPPORT` and the time is now (UTC).
+
+    Args:
+        result: Anything with ``label``, ``abnormal``, ``score`` and ``threshold``: the pipeline's ``StudyResult``
+            or the service's ``Result`` row.
+        identifiers: Rows identifying patient and study.
+        model: Rows describing the model.
+        summary: The decision in one line.
+        findings: Regions of the anomaly map.
+        images: Input and overlay pictures.
+        generated_by: Who made the report.
+        opinions: Radiologists' opinions, oldest first.
+        notes: Extra paragraphs.
+    """
+    return StudyReport(
+        identifiers=identifiers,
+        decision=result.label,
+        abnormal=result.abnormal,
+        score=result.score,
+        threshold=result.threshold,
+        summary=summary,
+        model=model,
+        findings=findings,
+        images=images,
+        opinions=opinions or [],
+        statement=DECISION_SUPPORT,
+        generated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        generated_by=generated_by,
+        notes=notes or [],
+    )
 
 
 def _environment() -> Environment:

@@ -20,6 +20,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from medanomaly.evaluation.metrics import operating_point
 from medanomaly.model import Model
 from medanomaly.service import audit
 from medanomaly.service.db import ModelVersion, Opinion, Result, Study, User
@@ -88,21 +89,6 @@ def feedback_cases(db: Session, model_name: str | None = None) -> list[FeedbackC
             )
         )
     return cases
-
-
-def operating_point(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Sensitivity and specificity of ``score > threshold`` on labelled cases (None where undefined)."""
-    predicted = scores > threshold
-    positives, negatives = labels == 1, labels == 0
-    sensitivity = float(predicted[positives].mean()) if positives.any() else None
-    specificity = float((~predicted[negatives]).mean()) if negatives.any() else None
-    return {
-        "threshold": float(threshold),
-        "sensitivity": sensitivity,
-        "specificity": specificity,
-        "n_normal": int(negatives.sum()),
-        "n_abnormal": int(positives.sum()),
-    }
 
 
 def recalibrate(

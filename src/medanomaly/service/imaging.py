@@ -8,7 +8,6 @@ the display window and the map's colour scale. Window/level happens at render ti
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 from collections import OrderedDict
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from skimage.transform import resize
 
 from medanomaly.mapping import overlay, resize_map
@@ -215,14 +213,6 @@ def extra_image(arrays: StudyArrays, name: str, index: int) -> np.ndarray:
     height, width = arrays.display.shape[1:3]
     shape = (height, width) + image.shape[2:]
     return np.round(resize(image, shape, order=1, preserve_range=True, anti_aliasing=False)).astype(np.uint8)
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """Encode (H, W) float [0, 1] / uint8, (H, W, 3) or (H, W, 4) uint8 as PNG."""
-    array = image if image.dtype == np.uint8 else np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue()
 
 
 def finding_box(finding: dict[str, Any], geometry: dict[str, Any]) -> list[float]:

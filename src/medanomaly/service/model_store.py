@@ -63,6 +63,27 @@ def training_of(path: str | Path) -> dict | None:
         return None
 
 
+def register_version(db: Session, name: str, path: Path, created_by: str | None = None) -> ModelVersion:
+    """The ``ModelVersion`` row of the model directory ``path`` under ``name`` (added, flushed, when new)."""
+    facts = _describe(path)
+    row = db.scalar(select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == facts["version"]))
+    if row is None:
+        row = ModelVersion(
+            name=name,
+            version=facts["version"],
+            path=str(path.resolve()),
+            method=facts["method"],
+            threshold=facts["threshold"],
+            threshold_method=facts["threshold_method"],
+            created_by=created_by,
+        )
+        db.add(row)
+        db.flush()
+    elif row.path != str(path.resolve()):
+        row.path = str(path.resolve())
+    return row
+
+
 class ModelStore:
     """Served models by name; loaded versions are cached.
 
@@ -112,26 +133,11 @@ class ModelStore:
         db.commit()
 
     def _register(self, db: Session, name: str, path: Path) -> ModelVersion:
-        facts = _describe(path)
-        row = db.scalar(select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == facts["version"]))
-        if row is None:
-            row = ModelVersion(
-                name=name,
-                version=facts["version"],
-                path=str(path.resolve()),
-                method=facts["method"],
-                threshold=facts["threshold"],
-                threshold_method=facts["threshold_method"],
-            )
-            db.add(row)
-            db.flush()
-        elif row.path != str(path.resolve()):
-            row.path = str(path.resolve())
-        return row
+        return register_version(db, name, path)
 
     def register(self, db: Session, name: str, path: Path) -> ModelVersion:
         """Register one model directory (a new version) under ``name``."""
-        return self._register(db, name, path)
+        return register_version(db, name, path)
 
     def active(self, db: Session, name: str | None = None) -> ModelVersion | None:
         """The highest registered version of ``name`` (default model when None) whose folder still exists."""

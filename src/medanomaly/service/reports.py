@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import io
 
 import numpy as np
 from PIL import Image, ImageDraw
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from medanomaly.reporting import ReportFinding, ReportImage, ReportOpinion, StudyReport, write_pdf
+from medanomaly.io.png import encode_png
+from medanomaly.reporting import ReportFinding, ReportImage, ReportOpinion, StudyReport, report_for, write_pdf
 from medanomaly.service import audit
 from medanomaly.service.db import Report, Result, Study, User, utcnow
 from medanomaly.service.imaging import load_arrays, overlay_rgb, window_slice
 from medanomaly.service.settings import Settings
-from medanomaly.service.studies import DECISION_SUPPORT, decision_summary, fmt_score
+from medanomaly.service.studies import decision_summary, fmt_score
 
 _MIN_SIDE = 420
 _FINDING_COLOUR, _OPINION_COLOUR = (255, 235, 59), (0, 200, 255)
@@ -37,12 +37,6 @@ def _draw_boxes(image: Image.Image, boxes: list[list[float]], colour: tuple[int,
         )
 
 
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def report_images(settings: Settings, study: Study, result: Result) -> list[ReportImage]:
     """Input and overlay of the most anomalous slice, findings (yellow) and the latest opinion's regions (blue)."""
     arrays = load_arrays(settings.data_dir / result.arrays_path)
@@ -55,16 +49,17 @@ def report_images(settings: Settings, study: Study, result: Result) -> list[Repo
     if opinion is not None:
         _draw_boxes(tinted, [r["box"] for r in opinion.regions if r["slice_index"] == index], _OPINION_COLOUR)
     return [
-        ReportImage(f"Input, {where}", _png(plain)),
-        ReportImage(f"Anomaly heat map, {where} (findings yellow, radiologist's marks blue)", _png(tinted)),
+        ReportImage(f"Input, {where}", encode_png(np.asarray(plain.convert("RGB")))),
+        ReportImage(
+            f"Anomaly heat map, {where} (findings yellow, radiologist's marks blue)",
+            encode_png(np.asarray(tinted.convert("RGB"))),
+        ),
     ]
 
 
 def _finding(finding: dict) -> ReportFinding:
-    x0, y0, x1, y1 = finding["box"]
-    location = f"x {100 * x0:.0f}-{100 * x1:.0f} %, y {100 * y0:.0f}-{100 * y1:.0f} %"
-    area = f"{finding['area_mm2']:.0f} mm²" if finding.get("area_mm2") else f"{finding['area_px']} px (model grid)"
-    return ReportFinding(finding["slice_index"], location, area, float(finding["max_score"]))
+    box, area_mm2, area_px = finding["box"], finding.get("area_mm2"), finding["area_px"]
+    return ReportFinding.from_box(finding["slice_index"], box, area_mm2, area_px, finding["max_score"])
 
 
 def build_report(settings: Settings, study: Study, result: Result, user: User) -> StudyReport:
@@ -92,20 +87,15 @@ def build_report(settings: Settings, study: Study, result: Result, user: User) -
         )
         for o in study.opinions
     ]
-    return StudyReport(
+    return report_for(
+        result,
         identifiers=identifiers,
-        decision=result.label,
-        abnormal=result.abnormal,
-        score=result.score,
-        threshold=result.threshold,
-        summary=decision_summary(result),
         model=model,
+        summary=decision_summary(result),
         findings=[_finding(f) for f in result.findings],
         images=report_images(settings, study, result),
-        opinions=opinions,
-        statement=DECISION_SUPPORT,
-        generated_at=utcnow().strftime("%Y-%m-%d %H:%M UTC"),
         generated_by=user.username,
+        opinions=opinions,
         notes=[
             "Score: higher means more unlike the normal studies the model was trained on; the study is flagged "
             "ABNORMAL when its score exceeds the calibrated threshold."

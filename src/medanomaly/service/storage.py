@@ -102,6 +102,26 @@ def store_upload(stream: BinaryIO, filename: str, settings: Settings) -> StoredU
         shutil.rmtree(work, ignore_errors=True)
 
 
+def store_copy(source: Path, data_dir: Path, meta: dict[str, Any]) -> StoredUpload:
+    """Copy a file or series folder already read elsewhere (the PACS link) into ``<data_dir>/studies/<uid>/input/``.
+
+    ``size_bytes`` and ``sha256`` cover the copied files (a folder's in name order); ``meta`` is stored as given.
+    """
+    uid = uuid.uuid4().hex
+    target = data_dir / "studies" / uid / "input"
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        target.mkdir(parents=True)
+        target = Path(shutil.copy2(source, target / source.name))
+    digest, size = hashlib.sha256(), 0
+    for file in sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]:
+        data = file.read_bytes()
+        size += len(data)
+        digest.update(data)
+    return StoredUpload(uid, str(target.relative_to(data_dir)), size, digest.hexdigest(), meta)
+
+
 def discard(settings: Settings, uid: str) -> None:
     """Remove a stored study folder (when the database insert that should follow fails)."""
     shutil.rmtree(study_dir(settings, uid), ignore_errors=True)

@@ -19,10 +19,6 @@ from medanomaly.service.storage import StoredUpload, UploadRejected, discard, st
 
 logger = logging.getLogger(__name__)
 SORT_KEYS = ("created_at", "status", "score", "decision", "modality", "id")
-DECISION_SUPPORT = (
-    "Decision support only: this result was computed by software to assist a qualified radiologist, who makes "
-    "the diagnosis. It is not a diagnosis and must not be used as the sole basis for clinical decisions."
-)
 
 
 def fmt_score(value: float | None) -> str:

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from medanomaly.reporting import render_html
+from medanomaly.reporting import DECISION_SUPPORT, render_html
 from medanomaly.service import audit
 from medanomaly.service.db import ModelVersion
 from medanomaly.service.deps import DbDep, JobsDep, SettingsDep, StoreDep, UserDep, flash, render
@@ -20,7 +20,7 @@ from medanomaly.service.reports import build_report
 from medanomaly.service.routers.studies import done_result, get_study
 from medanomaly.service.schemas import DisplaySettings
 from medanomaly.service.storage import UploadRejected
-from medanomaly.service.studies import DECISION_SUPPORT, SORT_KEYS, create_study, decision_summary, query_studies
+from medanomaly.service.studies import SORT_KEYS, create_study, decision_summary, query_studies
 
 router = APIRouter(include_in_schema=False)
 _STATUSES = ("queued", "scoring", "done", "failed")

@@ -9,9 +9,10 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Response, Uploa
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import selectinload
 
+from medanomaly.io.png import encode_png
 from medanomaly.service.db import Opinion, Result, Study
 from medanomaly.service.deps import DbDep, JobsDep, SettingsDep, StoreDep, UserDep
-from medanomaly.service.imaging import extra_image, load_arrays, map_rgba, png_bytes, window_slice
+from medanomaly.service.imaging import extra_image, load_arrays, map_rgba, window_slice
 from medanomaly.service.reports import current_report, save_pdf
 from medanomaly.service.schemas import FindingOut, OpinionIn, OpinionOut, ResultOut, StudyOut
 from medanomaly.service.studies import (
@@ -129,7 +130,7 @@ def _arrays_for(db: DbDep, settings: SettingsDep, study_id: int):
 
 def _png(render, *args) -> Response:
     try:
-        return Response(png_bytes(render(*args)), media_type="image/png", headers=_PNG_HEADERS)
+        return Response(encode_png(render(*args)), media_type="image/png", headers=_PNG_HEADERS)
     except IndexError as error:
         raise HTTPException(404, str(error)) from None
     except (KeyError, ValueError) as error:
