@@ -184,7 +184,11 @@ class Model:
         }
 
     def save(self, directory: str | Path) -> Path:
-        """Write the model directory (atomically replacing the two files if it exists)."""
+        """Write the model directory: weights, then config, each written aside and renamed into place.
+
+        Each file is replaced atomically, the pair is not: a crash between the two renames leaves the new weights
+        beside the old config; save again.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=directory) as tmp:

@@ -161,10 +161,11 @@ def _pick_index(points: dict[str, np.ndarray], method: str, target: float | None
         return int(np.argmax(points["sensitivity"] + points["specificity"] - 1.0))
     if method == "f1":
         return int(np.argmax(points["f1"]))
+    goal = (1.0 if target is None else target) - 1e-12  # _check_options made sure these two methods have one
     if method == "sensitivity":  # highest cut still reaching the target; sensitivity falls as the cut rises
-        return int(np.flatnonzero(points["sensitivity"] >= target - 1e-12)[-1])
+        return int(np.flatnonzero(points["sensitivity"] >= goal)[-1])
     # specificity: lowest cut reaching the target; specificity rises with the cut and is 1 at the top cut
-    return int(np.flatnonzero(points["specificity"] >= target - 1e-12)[0])
+    return int(np.flatnonzero(points["specificity"] >= goal)[0])
 
 
 def _check_options(method: str, percentile: float, target: float | None, has_abnormal: bool) -> None:

@@ -84,7 +84,7 @@ def test_feedback_export_and_cli_recalibration(app, model_dir, tmp_path, capsys)
     assert all(sample.path.is_file() for sample in index.samples)
     assert "case" not in "".join(p.name for p in out.rglob("*.png"))  # files are named by uid, not upload name
     capsys.readouterr()
-    argv = ["recalibrate", "--model", f"chest={model_dir}", "--from-feedback", "--data-dir", data_dir,
+    argv = ["recalibrate", "--model", f"chest={model_dir}", "--data-dir", data_dir,
             "--calibrate", "f1"]
     assert main(argv) == 0
     printed = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""``medanomaly recalibrate --model MODEL_DIR --from-feedback``: recalibrate a threshold on radiologists' labels.
+"""``medanomaly recalibrate --model MODEL_DIR``: recalibrate a threshold on the radiologists' labels (feedback).
 
 The result is a new model version saved as ``MODEL_DIR/versions/v<N>``.
 """
@@ -13,18 +13,12 @@ from medanomaly.service.cli_common import add_database_arguments, open_database,
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the subcommand."""
-    parser = subparsers.add_parser("recalibrate", help="recompute a model's threshold from radiologists' feedback")
+    parser = subparsers.add_parser("recalibrate", help="recompute a model's threshold from radiologists' labels")
     parser.add_argument(
         "--model",
         required=True,
         metavar="[NAME=]MODEL_DIR",
         help="model directory as given to 'medanomaly serve' (same NAME= if one was used)",
-    )
-    parser.add_argument(
-        "--from-feedback",
-        action="store_true",
-        required=True,
-        help="use the studies labelled in the workstation (the only source for now)",
     )
     parser.add_argument(
         "--calibrate", default="youden", help="youden (default), f1, sensitivity:T, specificity:T or percentile:P"

@@ -14,7 +14,11 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+    if not url:
+        msg = "no database URL: pass -x url=... or set sqlalchemy.url"
+        raise RuntimeError(msg)
+    return url
 
 
 def run_offline() -> None:
