@@ -55,6 +55,12 @@ def free_port() -> int:
 
 
 @pytest.fixture
+def port_factory() -> Callable[[], int]:
+    """Factory: a free loopback TCP port."""
+    return free_port
+
+
+@pytest.fixture
 def dead_url() -> str:
     """A DICOMweb URL on a loopback port nothing listens on (a PACS that is down)."""
     return f"http://127.0.0.1:{free_port()}/dicom-web"
@@ -68,6 +74,8 @@ class OrthancServer:
     dicomweb: str
     user: str
     password: str
+    dicom_port: int = 0
+    aet: str = "ORTHANC"
 
     def rest(self, path: str) -> object:
         """GET one Orthanc REST resource as JSON."""
@@ -109,13 +117,14 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]
     if binary is None:
         pytest.skip("Orthanc with its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)")
     root = tmp_path_factory.mktemp("orthanc")
-    http_port = free_port()
+    http_port, dicom_port = free_port(), free_port()
     config = {
         "Name": "medanomaly-test",
         "StorageDirectory": str(root / "db"),
         "IndexDirectory": str(root / "db"),
         "HttpPort": http_port,
-        "DicomPort": free_port(),
+        "DicomPort": dicom_port,
+        "DicomAet": "ORTHANC",
         "RemoteAccessAllowed": False,
         "AuthenticationEnabled": True,
         "RegisteredUsers": {USER: PASSWORD},
@@ -127,7 +136,7 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]
     with log.open("w") as out:
         process = subprocess.Popen([binary, str(root / "config.json")], stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{http_port}"
-    server = OrthancServer(url, url + "/dicom-web", USER, PASSWORD)
+    server = OrthancServer(url, url + "/dicom-web", USER, PASSWORD, dicom_port)
     try:
         _wait_until_up(server, process, log)
         yield server

@@ -17,7 +17,8 @@ import pytest
 from medanomaly.cli.main import main
 from medanomaly.io import read_study
 from medanomaly.model import Model
-from medanomaly.pacs.client import PacsClient, PacsError
+from medanomaly.pacs.client import PacsClient, PacsConfigError, PacsError
+from medanomaly.pacs.ledger import StudyLedger
 from medanomaly.pacs.outbox import Outbox
 from medanomaly.pacs.seg import anomaly_mask
 from medanomaly.pacs.settings import PacsSettings
@@ -228,7 +229,7 @@ def test_pacs_down_keeps_results_queued_then_sends_them(
 
     assert main(["pacs", "push", "--pending", "--url", orthanc.dicomweb, *auth]) == 0
     assert f"sent {queued} result instance(s)" in capsys.readouterr().out
-    assert outbox.counts() == {"pending": 0, "sent": queued, "rejected": 0}
+    assert outbox.counts() == {"pending": 0, "sent": queued, "rejected": 0, "superseded": 0, "deleted": 0}
     assert RESULT_MODALITIES <= set(_series_by_modality(orthanc, uid))
 
 
@@ -252,11 +253,15 @@ def test_watch_once_processes_each_new_study_once(orthanc, pacs_model_dir, make_
         orthanc.password,
         "--workdir",
         str(tmp_path),
+        "--since",
+        "2000-01-01",
+        "--stable-seconds",
+        "0",
     ]
     assert main(argv) == 0
     assert f"poll done: {len(dx_studies)} new study(ies); outbox 0 pending" in capsys.readouterr().out
-    seen = Outbox(tmp_path / "outbox").studies()
-    assert set(seen) == dx_studies and {status for status, _ in seen.values()} == {"done"}
+    seen = StudyLedger(Outbox(tmp_path / "outbox")).all()
+    assert set(seen) == dx_studies and {state.status for state in seen.values()} == {"done"}
     assert main(argv) == 0
     assert "poll done: 0 new study(ies)" in capsys.readouterr().out
 
@@ -285,7 +290,7 @@ def test_list_filters_studies_by_modality(processed, orthanc, capsys) -> None:
 def test_refusals_are_clear_and_not_retried(orthanc, pacs_model_dir, tmp_path) -> None:
     waits: list[float] = []
     wrong = PacsSettings(url=orthanc.dicomweb, user=orthanc.user, password="wrong", retries=3, workdir=tmp_path)
-    with pytest.raises(PacsError, match=r"HTTP 401 \(check MEDANOMALY_PACS_USER / MEDANOMALY_PACS_PASSWORD\)"):
+    with pytest.raises(PacsConfigError, match=r"HTTP 401 \(wrong user or password: check MEDANOMALY_PACS_USER"):
         PacsClient(wrong, sleep=waits.append).search_studies()
     assert waits == []
     right = replace(wrong, password=orthanc.password)

@@ -14,15 +14,13 @@ import numpy as np
 
 from medanomaly import __version__
 from medanomaly.mapping import overlay
-from medanomaly.pacs.identity import MANUFACTURER, SERIES_NUMBERS, TYPE2_KEYWORDS, ResultContext, original_maps
+from medanomaly.pacs.identity import MANUFACTURER, PATIENT_STUDY_KEYS, SERIES_NUMBERS, ResultContext, original_maps
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
     from medanomaly.pipeline import StudyResult
 
-SERIES_DESCRIPTION = "medanomaly heat-map (decision support)"
-_PATIENT_STUDY_KEYS = ("StudyInstanceUID", *TYPE2_KEYWORDS)
 _AXES = (("L", "R"), ("P", "A"), ("H", "F"))  # patient +x, +y, +z letters (DICOM LPS) and their opposites
 
 
@@ -108,7 +106,6 @@ def _capture(result: StudyResult, context: ResultContext, index: int, rank: int,
         pixel_spacing=None if spacing is None else (float(spacing[0]), float(spacing[1])),
         patient_orientation=patient_orientation(source),
         transfer_syntax_uid=ExplicitVRLittleEndian,
-        series_description=SERIES_DESCRIPTION,
     )
     reference = PydicomDataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID
@@ -117,6 +114,7 @@ def _capture(result: StudyResult, context: ResultContext, index: int, rank: int,
         reference.ReferencedFrameNumber = frame
     capture.SourceImageSequence = [reference]
     capture.BurnedInAnnotation = "NO"
+    capture.Laterality = source.get("Laterality", "")  # Type 2C (paired body parts): empty when unknown
     capture.ImageComments = (
         f"anomaly heat-map, slice {index + 1}/{len(result.slice_scores)}, score "
         f"{result.score:.4g} (threshold {result.threshold:.4g}); decision support only"
@@ -143,7 +141,7 @@ def build_pdf(pdf: bytes, context: ResultContext, title: str = "medanomaly repor
         msg = "the report is not a PDF (it does not start with %PDF); no Encapsulated PDF written"
         raise ValueError(msg)
     ds = PydicomDataset()
-    for keyword in _PATIENT_STUDY_KEYS:  # Type 1/2 patient and study attributes, empty when the source lacks them
+    for keyword in PATIENT_STUDY_KEYS:  # Type 1/2 patient and study attributes, empty when the source lacks them
         value = context.first.get(keyword)
         setattr(ds, keyword, "" if value is None else value)
     now = dt.datetime.now()
@@ -152,7 +150,7 @@ def build_pdf(pdf: bytes, context: ResultContext, title: str = "medanomaly repor
     ds.SeriesInstanceUID, ds.SeriesNumber = common["series_instance_uid"], SERIES_NUMBERS["pdf"]
     ds.InstanceNumber, ds.Modality, ds.ConversionType = 1, "DOC", "SYN"
     ds.Manufacturer, ds.SoftwareVersions = MANUFACTURER, __version__
-    ds.SeriesDescription, ds.DocumentTitle = "medanomaly report (decision support)", title
+    ds.SeriesDescription, ds.DocumentTitle = common["series_description"], title
     ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds.AcquisitionDateTime = now.strftime("%Y%m%d%H%M%S")
     ds.BurnedInAnnotation, ds.ConceptNameCodeSequence = "YES", []

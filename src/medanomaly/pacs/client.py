@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 _PAGE = 200  # QIDO-RS results per request
+_STUDY_FIELDS = ["00081030", "00080061", "00100020", "00080050"]
 #: Series of these modalities hold no images to score (reports, segmentations, presentation states, documents).
 NON_IMAGE_MODALITIES = frozenset({"SR", "SEG", "KO", "PR", "DOC", "RTSTRUCT", "REG", "RWV", "PLAN"})
 
@@ -39,6 +41,22 @@ class PacsError(MedanomalyError):
 
 class PacsUnavailableError(PacsError):
     """The PACS could not be reached (or kept failing) after every retry; results stay queued."""
+
+
+class PacsConfigError(PacsError):
+    """The link is misconfigured (credentials, permission, URL path, TLS certificate, host): results stay queued.
+
+    The PACS never judged the data itself, so nothing is rejected; items go out once the setting is fixed.
+    """
+
+
+#: HTTP statuses that say the link is misconfigured (not that an object is bad).
+_CONFIG_STATUS = {
+    401: "wrong user or password: check MEDANOMALY_PACS_USER / MEDANOMALY_PACS_PASSWORD",
+    403: "the PACS user lacks the permission",
+    405: "the URL does not accept this request: check the DICOMweb root path in MEDANOMALY_PACS_URL",
+    407: "the proxy wants credentials",
+}
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,27 @@ def _as_file(dataset: Dataset) -> Dataset:
     return pydicom.dcmread(buffer)
 
 
+def _root_level(what: str) -> bool:
+    """True for requests on the DICOMweb root (a 404 there means a wrong URL path, not an unknown study)."""
+    return what.startswith(("search studies", "store "))
+
+
+def _innermost(error: BaseException) -> str:
+    """The deepest cause's message (e.g. ``certificate verify failed: self-signed certificate``)."""
+    while error.__context__ is not None or error.__cause__ is not None:
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    text = str(error)
+    return text[text.find("certificate verify failed") :] if "certificate verify failed" in text else text[:200]
+
+
+_RESOLVE_FAILURES = ("Name or service not known", "Failed to resolve", "nodename nor servname", "getaddrinfo failed")
+
+
+def _unknown_host(error: BaseException) -> bool:
+    """True when the connection failed because the host name does not resolve."""
+    return any(text in str(error) for text in _RESOLVE_FAILURES)
+
+
 def _date_range(since: date | str | None, until: date | str | None) -> str | None:
     if since is None and until is None:
         return None
@@ -146,6 +185,9 @@ class PacsClient:
             session = None
             if self.settings.user:
                 session = create_session_from_user_pass(self.settings.user, self.settings.password or "")
+            if self.settings.ca_bundle:
+                session = session or requests.Session()
+                session.verify = str(self.settings.ca_bundle)
             client = DICOMwebClient(self.settings.url.rstrip("/"), session=session, timeout=self.settings.timeout)
             client.set_http_retry_params(retry=False)
             self._client = client
@@ -156,7 +198,8 @@ class PacsClient:
 
         Raises:
             PacsUnavailableError: Every attempt failed with a connection error or a transient status.
-            PacsError: The PACS answered with a permanent error (401, 403, 404, 400...).
+            PacsConfigError: Wrong credentials, permission, URL path, TLS certificate or host (not retried).
+            PacsError: The PACS refused the request itself (400, 409, unknown study...).
         """
         delays = self.settings.backoff_delays()
         for attempt in range(1, self.settings.retries + 1):
@@ -182,22 +225,37 @@ class PacsClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _reason(self, what: str, error: requests.RequestException) -> str:
-        """Short reason; raises PacsError at once for a permanent HTTP status."""
+        """Short reason of a transient failure; raises at once when retrying cannot help.
+
+        Raises:
+            PacsConfigError: Credentials, permission, URL path, TLS certificate or host name are wrong.
+            PacsError: The PACS refused the request itself (e.g. HTTP 400, 409: a bad object).
+        """
         response = getattr(error, "response", None)
+        prefix = f"PACS {self.settings.url}: {what}"
         if isinstance(error, requests.HTTPError) and response is not None:
             status = response.status_code
-            if status not in _TRANSIENT_STATUS:
-                hint = {
-                    401: "check MEDANOMALY_PACS_USER / MEDANOMALY_PACS_PASSWORD",
-                    403: "the PACS user lacks the permission",
-                    404: "unknown study/series or wrong URL",
-                }
-                why = hint.get(status, response.reason)
-                msg = f"PACS {self.settings.url}: {what} refused with HTTP {status} ({why})"
-                raise PacsError(msg) from None
-            return f"HTTP {status}"
+            if status in _TRANSIENT_STATUS:
+                return f"HTTP {status}"
+            if status in _CONFIG_STATUS or (status == 404 and _root_level(what)):
+                why = _CONFIG_STATUS.get(status) or (
+                    "nothing at this URL: wrong path; MEDANOMALY_PACS_URL must be the DICOMweb root, "
+                    "e.g. http://HOST:8042/dicom-web"
+                )
+                raise PacsConfigError(f"{prefix} refused with HTTP {status} ({why})") from None
+            why = "unknown study/series or wrong URL path" if status == 404 else response.reason
+            raise PacsError(f"{prefix} refused with HTTP {status} ({why})") from None
+        if isinstance(error, requests.exceptions.SSLError):
+            msg = (
+                f"{prefix} failed: untrusted TLS certificate ({_innermost(error)}); set ca_bundle "
+                "(MEDANOMALY_PACS_CA_BUNDLE) to the CA file that signed the PACS's certificate"
+            )
+            raise PacsConfigError(msg) from None
         if isinstance(error, requests.Timeout):
             return f"no answer within {self.settings.timeout:g} s"
+        if _unknown_host(error):
+            host = urlsplit(self.settings.url).hostname
+            raise PacsConfigError(f"{prefix} failed: unknown host {host!r} (DNS cannot resolve it); check the URL")
         return "connection refused or host unreachable"
 
     # --- QIDO-RS ---------------------------------------------------------------------------------------------
@@ -214,23 +272,40 @@ class PacsClient:
     ) -> list[StudyInfo]:
         """List studies, optionally holding any of ``modalities`` and within a study-date range (inclusive).
 
-        The modality filter is applied here, on ModalitiesInStudy, rather than by the server: Orthanc ignores
-        ``offset`` when a query filters on ModalitiesInStudy, which would break paging.
+        The modality filter is sent to the server (one QIDO-RS query per modality on ModalitiesInStudy) when each
+        answer fits in one page: Orthanc ignores ``offset`` with that filter, so larger answers are paged
+        without it and filtered here.
         """
         filters: dict[str, str] = {}
         if (dates := _date_range(since, until)) is not None:
             filters["StudyDate"] = dates
-        fields = ["00081030", "00080061", "00100020", "00080050"]
-        found = self._paged(
-            "search studies",
-            "0020000D",
-            lambda offset: self.web.search_for_studies(
-                search_filters=filters, fields=fields, limit=_PAGE, offset=offset
-            ),
-        )
-        wanted = {m.upper() for m in modalities or ()}
-        studies = [s for s in map(StudyInfo.from_json, found) if not wanted or wanted & set(s.modalities)]
+        wanted = sorted({m.upper() for m in modalities or ()})
+        found = self._studies_by_modality(filters, wanted) if wanted else None
+        if found is None:
+            found = self._paged(
+                "search studies",
+                "0020000D",
+                lambda offset: self.web.search_for_studies(
+                    search_filters=filters, fields=_STUDY_FIELDS, limit=_PAGE, offset=offset
+                ),
+            )
+        studies = [s for s in map(StudyInfo.from_json, found) if not wanted or set(wanted) & set(s.modalities)]
         return studies if limit is None else studies[:limit]
+
+    def _studies_by_modality(self, filters: dict[str, str], modalities: list[str]) -> list[dict] | None:
+        """Server-side filtered study records, or None when an answer fills a page (then paging is needed)."""
+        found: dict[str, dict] = {}
+        for modality in modalities:
+            page = self.call(
+                "search studies",
+                lambda modality=modality: self.web.search_for_studies(
+                    search_filters={**filters, "ModalitiesInStudy": modality}, fields=_STUDY_FIELDS, limit=_PAGE
+                ),
+            )
+            if len(page) >= _PAGE:
+                return None
+            found.update({_value(item, "0020000D"): item for item in page})
+        return list(found.values())
 
     def _paged(self, what: str, key: str, search: Callable[[int], list[dict]]) -> list[dict]:
         """Every QIDO-RS record, page by page; stops on a short page or one that brings no new ``key`` value."""
@@ -293,3 +368,34 @@ class PacsClient:
         if failed:
             msg = f"PACS {self.settings.url} rejected {len(failed)} instance(s): {', '.join(failed[:3])}"
             raise PacsError(msg)
+
+    # --- Orthanc REST ----------------------------------------------------------------------------------------
+    def delete_series(self, study_uid: str, series_uid: str) -> None:
+        """Delete one series through the Orthanc REST API (``settings.rest_url``); DICOMweb has no deletion.
+
+        Raises:
+            PacsError: The PACS refused, or it does not know the series.
+        """
+        auth = (self.settings.user, self.settings.password or "") if self.settings.user else None
+        options: dict[str, Any] = {"auth": auth, "timeout": self.settings.timeout, "verify": self._verify}
+        root = self.settings.rest_url
+
+        def lookup() -> list[dict]:
+            answer = requests.post(f"{root}/tools/lookup", data=series_uid, **options)
+            answer.raise_for_status()
+            return answer.json()
+
+        found = [item["ID"] for item in self.call(f"look up series {series_uid}", lookup) if item["Type"] == "Series"]
+        if not found:
+            raise PacsError(f"PACS {root}: series {series_uid} of study {study_uid} not found; nothing deleted")
+        for orthanc_id in found:
+            self.call(
+                f"delete series {series_uid}",
+                lambda orthanc_id=orthanc_id: requests.delete(
+                    f"{root}/series/{orthanc_id}", **options
+                ).raise_for_status(),
+            )
+
+    @property
+    def _verify(self) -> bool | str:
+        return str(self.settings.ca_bundle) if self.settings.ca_bundle else True

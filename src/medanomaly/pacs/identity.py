@@ -1,14 +1,17 @@
 """What every result object shares: the source images, the algorithm's identity and deterministic UIDs.
 
-Result UIDs are derived from the source series, the model (method, version, creation time) and the kind of
-result, so scoring and sending the same study twice produces the same SOP Instance UIDs and the PACS keeps one
-copy (pydicom ``generate_uid`` with ``entropy_srcs``: a SHA-512 hash under pydicom's UID root).
+Result UIDs are derived from the source instances (every SOP Instance UID of the scored unit), the model (name,
+method, version, creation time) and the kind of result, so scoring and sending the same images twice produces the
+same SOP Instance UIDs and the PACS keeps one copy, while another image, a grown series or a new model version
+gets new ones (pydicom ``generate_uid`` with ``entropy_srcs``: a SHA-512 hash under the configured UID root).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,8 +37,18 @@ TYPE2_KEYWORDS = (
     "AccessionNumber",
     "ReferringPhysicianName",
 )
+#: Study UID and the Type 2 attributes: what any result object copies from its source.
+PATIENT_STUDY_KEYS = ("StudyInstanceUID", *TYPE2_KEYWORDS)
+#: Patient/study attributes copied from the source when it has them (Type 3, but a PACS sorts by them).
+TYPE3_KEYWORDS = ("IssuerOfPatientID", "StudyDescription")
+#: Every result declares UTF-8, so any name the source holds (Müller^Anna, 山田^太郎) survives.
+CHARACTER_SET = "ISO_IR 192"
+#: Modalities whose series are volumes (scored as one unit); other series are scored image by image.
+VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
+#: What each result series holds (its description also names the model and version).
+KIND_TITLES = {"sr": "anomaly report", "seg": "anomaly map", "sc": "heat-map", "pdf": "report", "ko": "superseded by"}
 #: Series numbers of the result series (high, to stay clear of the modality's own numbering).
-SERIES_NUMBERS = {"sr": 9901, "seg": 9902, "sc": 9903, "pdf": 9904}
+SERIES_NUMBERS = {"sr": 9901, "seg": 9902, "sc": 9903, "pdf": 9904, "ko": 9905}
 
 
 @dataclass(frozen=True)
@@ -48,21 +61,30 @@ class ResultContext:
         method: Registered detector name.
         model_version: Model version (incremented by recalibration).
         model_created: Creation time of the model (tells two models of the same version apart).
+        model_name: The model's name (its folder): results of one name supersede each other, other names coexist.
+        uid_root: Organisation UID root for the result UIDs (None: pydicom's).
     """
 
     sources: tuple[Dataset, ...]
     method: str
     model_version: int
     model_created: str = ""
+    model_name: str = ""
+    uid_root: str | None = None
 
     @classmethod
-    def from_result(cls, result: StudyResult, sources: list[Dataset], created: str = "") -> ResultContext:
+    def from_result(
+        cls, result: StudyResult, sources: list[Dataset], created: str = "", uid_root: str | None = None
+    ) -> ResultContext:
         """Context of a pipeline result and its source headers (copies, with missing Type 2 attributes added)."""
+        method = str(result.model.get("method", "unknown"))
         return cls(
             tuple(with_type2_attributes(ds) for ds in sources),
-            str(result.model.get("method", "unknown")),
+            method,
             int(result.model.get("version", 0)),
             created,
+            model_name(result.model.get("path"), method),
+            uid_root,
         )
 
     @property
@@ -85,12 +107,30 @@ class ResultContext:
         """Package and model version, e.g. ``0.1.0 model v2``."""
         return f"{__version__} model v{self.model_version}"
 
-    def uid(self, *parts: Any) -> str:
-        """Deterministic UID from the source series, the model identity and ``parts``."""
-        from pydicom.uid import generate_uid
+    @property
+    def unit_key(self) -> str:
+        """What was scored: the source series for a volume, ``series/instance`` for one projection image."""
+        series = str(self.first.SeriesInstanceUID)
+        volume = self.first.get("Modality") in VOLUME_MODALITIES or len(self.sources) > 1 or self.multiframe
+        return series if volume else f"{series}/{self.first.SOPInstanceUID}"
 
-        entropy = [str(self.first.SeriesInstanceUID), self.method, str(self.model_version), self.model_created]
-        return str(generate_uid(entropy_srcs=entropy + [str(part) for part in parts]))
+    @property
+    def model_label(self) -> str:
+        """Model name and version as result series descriptions show it, e.g. ``conv_ae v2``."""
+        return f"{self.model_name or self.method} v{self.model_version}"
+
+    def uid(self, *parts: Any) -> str:
+        """Deterministic UID from the source instances, the model identity and ``parts``."""
+        from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
+
+        instances = hashlib.sha256("\\".join(sorted(str(ds.SOPInstanceUID) for ds in self.sources)).encode())
+        entropy = [instances.hexdigest(), self.model_name, self.method, str(self.model_version), self.model_created]
+        root = self.uid_root.rstrip(".") + "." if self.uid_root else PYDICOM_ROOT_UID
+        return str(generate_uid(prefix=root, entropy_srcs=entropy + [str(part) for part in parts]))
+
+    def series_description(self, kind: str) -> str:
+        """E.g. ``medanomaly anomaly report conv_ae v2 (decision support)`` (at most 64 characters)."""
+        return f"{MANUFACTURER} {KIND_TITLES[kind]} {self.model_label} (decision support)"[:64]
 
     def series_uid(self, kind: str) -> str:
         """Series Instance UID of the result series of ``kind`` (``sr``, ``seg``, ``sc``, ``pdf``)."""
@@ -114,7 +154,25 @@ class ResultContext:
             "sop_instance_uid": self.instance_uid(kind, index),
             "instance_number": index + 1,
             "manufacturer": MANUFACTURER,
+            "series_description": self.series_description(kind),
         }
+
+
+def out_of_domain(result: StudyResult) -> str | None:
+    """The reason a result lies outside its model's domain, or None (in the domain, or not checked)."""
+    if getattr(result, "status", None) != "out_of_domain":
+        return None
+    return str(getattr(result, "domain_reason", None) or "outside the model's domain")
+
+
+def model_name(path: Any, method: str) -> str:
+    """A model's name: its folder (``runs/chest``), or the folder above ``versions/v<N>``; else the method."""
+    if not path:
+        return method
+    folder = Path(str(path))
+    if folder.parent.name == "versions":
+        folder = folder.parent.parent
+    return folder.name or method
 
 
 def with_type2_attributes(source: Dataset) -> Dataset:
@@ -128,6 +186,14 @@ def with_type2_attributes(source: Dataset) -> Dataset:
         if keyword not in copied:
             setattr(copied, keyword, "")
     return copied
+
+
+def copy_study_attributes(source: Dataset, target: Dataset) -> None:
+    """Copy IssuerOfPatientID / StudyDescription (when the source has them) and declare UTF-8 on ``target``."""
+    for keyword in TYPE3_KEYWORDS:
+        if source.get(keyword):
+            setattr(target, keyword, source.get(keyword))
+    target.SpecificCharacterSet = CHARACTER_SET
 
 
 def to_source_box(result: StudyResult, finding: Finding) -> tuple[float, float, float, float]:

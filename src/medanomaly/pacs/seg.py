@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 SEGMENT_LABEL = "anomaly"
-SERIES_DESCRIPTION = "medanomaly anomaly map (decision support)"
 
 
 def anomaly_mask(result: StudyResult, threshold: float, maps: np.ndarray | None = None) -> np.ndarray:
@@ -85,7 +84,7 @@ def build_seg(result: StudyResult, context: ResultContext, threshold: float, map
         msg = f"anomaly map {mask.shape[1:]} does not match the source images ({rows}, {cols}); SEG not written"
         raise ValueError(msg)
     logger.debug("SEG: %d of %d frames hold anomalous pixels", int(mask.any(axis=(1, 2)).sum()), len(mask))
-    return hd.seg.Segmentation(
+    seg = hd.seg.Segmentation(
         source_images=list(context.sources),
         pixel_array=mask.astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -97,5 +96,22 @@ def build_seg(result: StudyResult, context: ResultContext, threshold: float, map
         content_label="ANOMALY",
         content_description=f"anomaly map > {threshold:.4g}",
         omit_empty_frames=False,
-        series_description=SERIES_DESCRIPTION,
     )
+    if "ImageOrientationPatient" not in context.first and not context.multiframe:
+        _as_projection(seg, context.first)
+    return seg
+
+
+def _as_projection(seg: Dataset, source: Dataset) -> None:
+    """Fit a SEG of a projection image (DX/CR/MG...: no patient plane) to what dciodvfy and ``segread`` accept.
+
+    It takes the source's PatientOrientation (Type 2C without a plane orientation), and it drops the Pixel
+    Measures group, which highdicom writes without the SliceThickness its own reader requires (a radiograph has
+    none): the SEG has the source's rows and columns, one frame per source image, so its grid is the source's.
+    """
+    from medanomaly.pacs.capture import patient_orientation
+
+    seg.PatientOrientation = list(patient_orientation(source))
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if "PixelMeasuresSequence" in shared:
+        del shared.PixelMeasuresSequence

@@ -24,7 +24,27 @@ import yaml
 
 ENV_PREFIX = "MEDANOMALY_PACS_"
 SETTINGS_ENV = "MEDANOMALY_PACS_SETTINGS"
-_ENV_KEYS = ("url", "user", "password", "workdir", "timeout", "retries", "backoff", "backoff_max")
+_ENV_KEYS = (
+    "url",
+    "user",
+    "password",
+    "workdir",
+    "timeout",
+    "retries",
+    "backoff",
+    "backoff_max",
+    "ca_bundle",
+    "uid_root",
+    "stable_seconds",
+    "retention_days",
+    "delete_superseded",
+    "orthanc_url",
+    "ae_title",
+    "listen_port",
+    "dimse_peer",
+)
+_FLOATS = ("timeout", "backoff", "backoff_max", "interval", "stable_seconds", "retention_days", "study_backoff_max")
+_BOOLS = ("keep_downloads", "delete_superseded")
 
 
 def default_workdir() -> Path:
@@ -49,6 +69,18 @@ class PacsSettings:
         modalities: Modalities the watcher scores (series of other modalities are left alone).
         interval: Seconds between two polls of ``pacs watch``.
         keep_downloads: Keep the downloaded source images after scoring (default: delete them).
+        ca_bundle: CA file (PEM) that signed the PACS's TLS certificate (None: the system's CAs).
+        uid_root: The organisation's UID root for result UIDs (None: pydicom's ``1.2.826.0.1.3680043.8.498.``).
+        stable_seconds: A study is scored once no instance arrived for this long (Orthanc's own StableAge idea).
+        retention_days: Sent results are deleted from the outbox after this many days (the index keeps their UIDs).
+        delete_superseded: Also delete superseded results through the Orthanc REST API (the KOS is always sent).
+        orthanc_url: Orthanc REST root for that deletion (default: ``url`` without its ``/dicom-web`` tail).
+        since: First study date the watcher looks at (None: the date of its first start, remembered).
+        study_backoff_max: Longest wait, in seconds, before a failed study is tried again (doubling from
+            ``interval``).
+        ae_title: Our DICOM AE title (``pacs listen`` answers to it, C-STORE of results calls from it).
+        listen_host, listen_port: Where ``pacs listen`` accepts C-STORE.
+        dimse_peer: ``AET@HOST:PORT`` to send results to with C-STORE instead of STOW-RS (empty: DICOMweb).
     """
 
     url: str = ""
@@ -62,14 +94,39 @@ class PacsSettings:
     modalities: tuple[str, ...] = ("CT", "CR", "DX")
     interval: float = 30.0
     keep_downloads: bool = False
+    ca_bundle: str | None = None
+    uid_root: str | None = None
+    stable_seconds: float = 60.0
+    retention_days: float = 7.0
+    delete_superseded: bool = False
+    orthanc_url: str = ""
+    since: str | None = None
+    study_backoff_max: float = 3600.0
+    ae_title: str = "MEDANOMALY"
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 11112
+    dimse_peer: str = ""
 
     def __post_init__(self) -> None:
         if self.retries < 1:
             msg = f"PACS retries must be at least 1, got {self.retries}"
             raise ValueError(msg)
-        if min(self.timeout, self.backoff, self.backoff_max, self.interval) < 0:
-            msg = "PACS timeout, backoff, backoff_max and interval must not be negative"
+        if min(self.timeout, self.backoff, self.backoff_max, self.interval, self.stable_seconds) < 0:
+            msg = "PACS timeout, backoff, backoff_max, interval and stable_seconds must not be negative"
             raise ValueError(msg)
+        if self.uid_root and not _is_uid_root(self.uid_root):
+            msg = f"uid_root {self.uid_root!r} is not a UID root (digits and dots, at most 40 characters, e.g. 1.2.3)"
+            raise ValueError(msg)
+
+    @property
+    def rest_url(self) -> str:
+        """Orthanc's REST root: ``orthanc_url``, else ``url`` without a trailing ``/dicom-web``."""
+        return (self.orthanc_url or self.url.rstrip("/").removesuffix("/dicom-web")).rstrip("/")
+
+    @property
+    def inbox_dir(self) -> Path:
+        """Folder where ``pacs listen`` writes the instances it receives (``<Study>/<Series>/<SOP>.dcm``)."""
+        return Path(self.workdir) / "inbox"
 
     @property
     def outbox_dir(self) -> Path:
@@ -86,6 +143,11 @@ class PacsSettings:
         return [min(self.backoff * 2**k, self.backoff_max) for k in range(self.retries - 1)]
 
 
+def _is_uid_root(root: str) -> bool:
+    parts = root.rstrip(".").split(".")
+    return len(root) <= 40 and all(p.isdigit() and (p == "0" or not p.startswith("0")) for p in parts)
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Convert a file/env/CLI value to the type of the field ``name``."""
     if value is None:
@@ -95,11 +157,11 @@ def _coerce(name: str, value: Any) -> Any:
     if name == "modalities":
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(str(item).strip().upper() for item in items if str(item).strip())
-    if name in ("timeout", "backoff", "backoff_max", "interval"):
+    if name in _FLOATS:
         return float(value)
-    if name == "retries":
+    if name in ("retries", "listen_port"):
         return int(value)
-    if name == "keep_downloads":
+    if name in _BOOLS:
         return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
     return str(value)
 

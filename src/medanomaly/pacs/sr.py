@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medanomaly.pacs.identity import MANUFACTURER, ResultContext, to_source_box
+from medanomaly.pacs.identity import MANUFACTURER, ResultContext, out_of_domain, to_source_box
 
 if TYPE_CHECKING:
     import highdicom as hd
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 #: Private coding scheme (a ``99`` designator, PS3.16 section 8.2) for concepts no standard code covers.
 SCHEME = "99MEDANOMALY"
-SERIES_DESCRIPTION = "medanomaly anomaly report (decision support)"
 
 
 def _concepts() -> dict[str, hd.sr.CodedConcept]:
@@ -35,6 +34,7 @@ def _concepts() -> dict[str, hd.sr.CodedConcept]:
         "decision": ("anomaly-decision", "Anomaly decision"),
         "max": ("region-max-score", "Maximum anomaly-map value"),
         "mean": ("region-mean-score", "Mean anomaly-map value"),
+        "outside": ("out-of-domain", "Outside the model's domain: no decision"),
     }
     return {key: hd.sr.CodedConcept(value, SCHEME, meaning) for key, (value, meaning) in private.items()}
 
@@ -51,7 +51,9 @@ def algorithm_identification(result: StudyResult, context: ResultContext) -> hd.
     """TID 4019: algorithm name, version and its decision threshold."""
     import highdicom as hd
 
-    parameters = {"threshold": f"{result.threshold:.6g}", "method": context.method}
+    parameters = [f"threshold={result.threshold:.6g}", f"method={context.method}", f"model={context.model_label}"]
+    if out_of_domain(result):
+        parameters.append(f"out of domain={out_of_domain(result)}"[:1024])
     return hd.sr.AlgorithmIdentification(
         name=context.algorithm_name, version=context.algorithm_version, parameters=parameters
     )
@@ -65,11 +67,15 @@ def _image_group(
     from pydicom.sr.codedict import codes
 
     concepts = _concepts()
+    values = ((concepts["score"], result.score, algorithm), (codes.DCM.ThresholdValue, result.threshold, None))
     measurements = [
-        hd.sr.Measurement(concepts["score"], float(result.score), codes.UCUM.NoUnits, algorithm_id=algorithm),
-        hd.sr.Measurement(codes.DCM.ThresholdValue, float(result.threshold), codes.UCUM.NoUnits),
+        hd.sr.Measurement(name, float(value), codes.UCUM.NoUnits, algorithm_id=algorithm_id)
+        for name, value, algorithm_id in values
+        if np.isfinite(value)  # out of domain: no score
     ]
     decision = codes.SCT.Abnormal if result.abnormal else codes.SCT.Normal
+    if out_of_domain(result):
+        decision = concepts["outside"]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=context.uid("sr", "image"), identifier="image-level result"),
         algorithm_id=algorithm,
@@ -115,7 +121,7 @@ def _finding_group(
     )
 
 
-def _observer(context: ResultContext) -> hd.sr.ObserverContext:
+def observer(context: ResultContext) -> hd.sr.ObserverContext:
     """The device observer: this software, identified by a UID stable for the model."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -146,11 +152,12 @@ def build_sr(result: StudyResult, context: ResultContext) -> Dataset:
 
     algorithm = algorithm_identification(result, context)
     groups: list = [_image_group(result, context, algorithm)]
-    groups += [_finding_group(result, context, f, i, algorithm) for i, f in enumerate(result.findings)]
+    if not out_of_domain(result):
+        groups += [_finding_group(result, context, f, i, algorithm) for i, f in enumerate(result.findings)]
     is_ct = context.first.get("Modality") == "CT"
     procedure = codes.LN.CTUnspecifiedBodyRegion if is_ct else codes.SCT.ImagingProcedure
     report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=_observer(context)),
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer(context)),
         procedure_reported=procedure,
         imaging_measurements=groups,
         title=codes.cid7021.ImagingMeasurementReport,
@@ -161,6 +168,5 @@ def build_sr(result: StudyResult, context: ResultContext) -> Dataset:
         **context.common("sr"),
         is_complete=True,
         is_verified=False,
-        series_description=SERIES_DESCRIPTION,
         coding_schemes=[_coding_scheme()],
     )

@@ -1,25 +1,33 @@
 """Pull -> score -> push between the PACS and the one scoring pipeline.
 
 Fetch a study, score each image series with :func:`medanomaly.pipeline.score_study`, queue the DICOM results (SR,
-SEG, Secondary Capture, optional PDF) in the outbox and send them back into the same study. The watcher repeats
-this for every new study.
+SEG, Secondary Capture, optional PDF) in the outbox and send them back into the same study; older results of the
+same images and model name are superseded (:mod:`medanomaly.pacs.reject`). The watcher
+(:mod:`medanomaly.pacs.watcher`) and the DICOM receiver (:mod:`medanomaly.pacs.dimse`) use the same path.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from medanomaly.errors import InputError, ModelError
 from medanomaly.io import read_study
 from medanomaly.pacs.capture import build_captures, build_pdf
-from medanomaly.pacs.client import NON_IMAGE_MODALITIES, PacsClient, PacsError, PacsUnavailableError, SeriesInfo
-from medanomaly.pacs.identity import MANUFACTURER, ResultContext, original_maps
+from medanomaly.pacs.client import NON_IMAGE_MODALITIES, PacsClient, PacsError, SeriesInfo
+from medanomaly.pacs.identity import (
+    MANUFACTURER,
+    VOLUME_MODALITIES,
+    ResultContext,
+    copy_study_attributes,
+    original_maps,
+    out_of_domain,
+)
 from medanomaly.pacs.outbox import FlushReport, Outbox
+from medanomaly.pacs.reject import build_rejection
 from medanomaly.pacs.report import report_pdf
 from medanomaly.pacs.seg import build_seg
 from medanomaly.pacs.settings import PacsSettings
@@ -34,8 +42,6 @@ if TYPE_CHECKING:
     from medanomaly.types import Study
 
 logger = logging.getLogger(__name__)
-#: Modalities whose series are volumes (scored as one study); other series are scored image by image.
-VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
 
 
 @dataclass
@@ -46,7 +52,7 @@ class SeriesOutcome:
     modality: str
     source: str
     result: StudyResult | None = None
-    queued: list[str] = field(default_factory=list)  # kinds of the result instances queued: sr, seg, sc, pdf
+    queued: list[str] = field(default_factory=list)  # kinds of the result instances queued: sr, seg, sc, pdf, ko
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     registered: int = 0  # 1 when added to the web service's worklist
@@ -128,8 +134,20 @@ def source_headers(study: Study, folder: Path) -> list[Dataset]:
     return [headers[uid] for uid in study.meta["sop_uids"]]
 
 
+def result_context(
+    model: Model, result: StudyResult, sources: list[Dataset], uid_root: str | None = None
+) -> ResultContext:
+    """The identity of one scored unit's results (source headers, model name/version, UID root)."""
+    return ResultContext.from_result(result, sources, created=str(model.info.get("created", "")), uid_root=uid_root)
+
+
 def build_results(
-    model: Model, result: StudyResult, sources: list[Dataset], *, pdf: bool = True
+    model: Model,
+    result: StudyResult,
+    sources: list[Dataset],
+    *,
+    pdf: bool = True,
+    context: ResultContext | None = None,
 ) -> tuple[list[tuple[str, Dataset]], list[str]]:
     """The DICOM result objects of one scored unit.
 
@@ -138,14 +156,29 @@ def build_results(
         result: The pipeline's result.
         sources: Source image headers in the result's slice order.
         pdf: Also make the PDF report (Encapsulated PDF) when the report builder is installed.
+        context: Result identity (default: :func:`result_context` without a UID root).
 
     Returns:
         ([(kind, dataset)] with kinds ``sr``, ``seg``, ``sc``, ``pdf``; notes on what was left out and why).
+        Every object declares UTF-8 and keeps IssuerOfPatientID / StudyDescription. For a study outside the
+        model's domain only the SR (stating it, no decision) and the PDF are made.
     """
-    context = ResultContext.from_result(result, sources, created=str(model.info.get("created", "")))
+    context = context or result_context(model, result, sources)
+    results, notes = _result_objects(model, result, context, pdf)
+    for _, dataset in results:
+        copy_study_attributes(context.first, dataset)
+    return results, notes
+
+
+def _result_objects(
+    model: Model, result: StudyResult, context: ResultContext, pdf: bool
+) -> tuple[list[tuple[str, Dataset]], list[str]]:
     results: list[tuple[str, Dataset]] = [("sr", build_sr(result, context))]
     notes = []
     threshold = model.postprocessing.region_threshold
+    if out_of_domain(result):
+        notes.append(f"out of the model's domain ({out_of_domain(result)}): an SR saying so, no decision")
+        return results, notes
     if result.anomaly_maps is None:
         notes.append("the method gives no anomaly map: no SEG and no heat-map")
     else:
@@ -164,28 +197,57 @@ def build_results(
 
 
 def score_unit(
-    model: Model, path: Path, info: SeriesInfo, outbox: Outbox, worklist: Worklist | None = None
+    model: Model,
+    path: Path,
+    info: SeriesInfo,
+    outbox: Outbox,
+    worklist: Worklist | None = None,
+    uid_root: str | None = None,
 ) -> SeriesOutcome:
-    """Score one file or series folder, queue its results (and register them in the worklist when given).
+    """Score one file or series folder, queue its results and supersede the older ones.
 
-    A bad input becomes an outcome with an error; the other units go on.
+    Older results of the same images and model name are dropped when unsent, else named in a rejection KOS.
+    Results are registered in the worklist when one is given. A bad input becomes an outcome with an error;
+    the other units go on.
     """
     outcome = SeriesOutcome(info.series_uid, info.modality, str(path))
     try:
         study = read_study(path, color=model.preprocessing.channels == 3)
         result = score_study(model, study)
-        datasets, outcome.notes = build_results(model, result, source_headers(study, path))
+        context = result_context(model, result, source_headers(study, path), uid_root)
+        datasets, outcome.notes = build_results(model, result, list(context.sources), context=context)
     except (InputError, ModelError, ValueError) as error:
         logger.warning("not scored: %s", error)
         outcome.error = str(error)
         return outcome
     outcome.result = result
+    keys = (context.unit_key, context.model_name)
     for kind, dataset in datasets:
-        outbox.add(dataset, kind)
+        outbox.add(dataset, kind, *keys)
         outcome.queued.append(kind)
+    superseded = outbox.supersede(*keys, current={str(dataset.SeriesInstanceUID) for _, dataset in datasets})
+    if superseded:
+        outbox.add(build_rejection(context, superseded), "ko", *keys)
+        outcome.queued.append("ko")
+        outcome.notes.append(f"{len(superseded)} older result instance(s) of these images superseded")
     if worklist is not None:
         outcome.registered = worklist.register(model, info.series_uid, study, result, path)
     return outcome
+
+
+def score_series(
+    model: Model,
+    series: list[tuple[SeriesInfo, Path]],
+    outbox: Outbox,
+    settings: PacsSettings,
+    worklist: Worklist | None = None,
+) -> list[SeriesOutcome]:
+    """Score every unit of the given series folders and queue their results."""
+    return [
+        score_unit(model, unit, info, outbox, worklist, settings.uid_root)
+        for info, folder in series
+        for unit in scoring_units(folder, info.modality)
+    ]
 
 
 def process_study(
@@ -210,84 +272,11 @@ def process_study(
     report = SyncReport(study_uid)
     folder = settings.download_dir / study_uid
     try:
-        for info, series_folder in pull_study(client, study_uid, folder, modalities):
-            for unit in scoring_units(series_folder, info.modality):
-                report.outcomes.append(score_unit(model, unit, info, outbox, worklist))
+        series = pull_study(client, study_uid, folder, modalities)
+        report.outcomes = score_series(model, series, outbox, settings, worklist)
     finally:
         if not settings.keep_downloads:
             shutil.rmtree(folder, ignore_errors=True)
     if send:
         report.flush = outbox.flush(client, study_uid)
     return report
-
-
-def watch_once(
-    client: PacsClient, model: Model, outbox: Outbox, settings: PacsSettings, *, worklist: Worklist | None = None
-) -> list[SyncReport]:
-    """One poll: send what is pending, then process every study of ``settings.modalities`` not seen before.
-
-    Raises:
-        PacsUnavailableError: The PACS cannot be reached (the pass ends; nothing is lost).
-    """
-    flushed = outbox.flush(client)
-    if flushed.error:
-        raise PacsUnavailableError(flushed.error)
-    seen = outbox.studies()
-    reports = []
-    for info in client.search_studies(settings.modalities):
-        if info.study_uid in seen:
-            continue
-        try:
-            report = process_study(
-                client, model, info.study_uid, outbox, settings, worklist=worklist, modalities=settings.modalities
-            )
-        except PacsUnavailableError:
-            raise
-        except PacsError as error:
-            outbox.remember_study(info.study_uid, "failed", str(error))
-            continue
-        status = "done" if report.scored else "skipped"
-        errors = "; ".join(o.error for o in report.outcomes if o.error)
-        outbox.remember_study(info.study_uid, status, errors or f"{len(report.scored)} unit(s) scored")
-        reports.append(report)
-    return reports
-
-
-def watch(
-    client: PacsClient,
-    model: Model,
-    outbox: Outbox,
-    settings: PacsSettings,
-    *,
-    worklist: Worklist | None = None,
-    max_passes: int | None = None,
-    on_pass: Any = None,
-) -> int:
-    """Poll every ``settings.interval`` seconds (a PACS outage is logged and retried next time).
-
-    Args:
-        client: The PACS.
-        model: The model that scores.
-        outbox: Queue of results and memory of the studies seen.
-        settings: Modalities to watch and the poll interval.
-        worklist: The web service's database, to register results in its worklist.
-        max_passes: Stop after this many passes (None: until interrupted).
-        on_pass: Called with each pass's reports (or the PacsUnavailableError) — the CLI prints them.
-
-    Returns:
-        Number of studies processed.
-    """
-    processed, passes = 0, 0
-    while max_passes is None or passes < max_passes:
-        try:
-            reports: Any = watch_once(client, model, outbox, settings, worklist=worklist)
-            processed += len(reports)
-        except PacsUnavailableError as error:
-            logger.warning("%s", error)
-            reports = error
-        if on_pass is not None:
-            on_pass(reports)
-        passes += 1
-        if max_passes is None or passes < max_passes:
-            time.sleep(settings.interval)
-    return processed
