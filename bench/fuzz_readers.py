@@ -10,7 +10,8 @@ that tries to allocate more shows up as a MemoryError behind the error and is co
     nice -n 19 .venv/bin/python bench/fuzz_readers.py --n 100000 --seed 1 --workers 2 --out /tmp/fuzz.json
 
 Prints (and writes to ``--out``) a JSON summary: inputs, studies read, InputErrors, crashes by signature (the
-exception type and where it was raised), slow inputs (> 5 s), over-memory inputs, the slowest input and the rate.
+exception type and where it was raised), slow inputs (> 5 s of CPU time: wall time on a shared machine measures the
+machine's load), over-memory inputs, the slowest input (CPU and wall) and the rate.
 Crashing inputs are copied to ``--crash-dir`` (three per signature) to become regression fixtures.
 """
 
@@ -187,12 +188,12 @@ def make_input(seeds: list[Path], seed: int, index: int, workdir: Path) -> Path:
     return target
 
 
-def check_one(path: Path, index: int) -> tuple[str, str | None, float]:
-    """Read one input: ("read" | "input_error" | "crash" | "memory", signature or None, seconds)."""
+def check_one(path: Path, index: int) -> tuple[str, str | None, float, float]:
+    """Read one input: ("read" | "input_error" | "crash" | "memory", signature or None, CPU s, wall s)."""
     from medanomaly.errors import MedanomalyError
     from medanomaly.io import inspect_study, read_study, scan_studies
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         if path.is_dir() and index % 2:
             scan_studies(path)
@@ -209,7 +210,7 @@ def check_one(path: Path, index: int) -> tuple[str, str | None, float]:
         outcome, signature = ("memory", _signature(chain[-1])) if memory else ("input_error", None)
     except Exception as err:  # noqa: BLE001 - anything else breaks the reader contract: that is what we count
         outcome, signature = "crash", _signature(err)
-    return outcome, signature, time.perf_counter() - start
+    return outcome, signature, time.process_time() - cpu, time.perf_counter() - start
 
 
 def _check_pixels(pixels: np.ndarray) -> None:
@@ -233,22 +234,24 @@ def run_range(seed: int, start: int, stop: int, seeds_dir: str, crash_dir: str |
     counts: Counter[str] = Counter()
     signatures: Counter[str] = Counter()
     examples: dict[str, int] = {}
-    slowest = (0.0, -1)
+    slowest, slowest_wall = (0.0, -1), (0.0, -1)
     with tempfile.TemporaryDirectory(prefix="fuzz_") as tmp:
         for index in range(start, stop):
             path = make_input(seeds, seed, index, Path(tmp))
-            outcome, signature, seconds = check_one(path, index)
+            outcome, signature, seconds, wall = check_one(path, index)
             counts[outcome] += 1
             if seconds > TIME_LIMIT_S:
                 counts["slow"] += 1
-            slowest = max(slowest, (seconds, index))
+                signatures[f"slow: {outcome} {path.name}"] += 1
+            slowest, slowest_wall = max(slowest, (seconds, index)), max(slowest_wall, (wall, index))
             if signature:
                 signatures[f"{outcome}: {signature}"] += 1
                 examples.setdefault(f"{outcome}: {signature}", index)
                 if crash_dir and signatures[f"{outcome}: {signature}"] <= 3:
                     _keep(path, Path(crash_dir))
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-    return {"counts": dict(counts), "signatures": dict(signatures), "examples": examples, "slowest": slowest}
+    return {"counts": dict(counts), "signatures": dict(signatures), "examples": examples, "slowest": slowest,
+            "slowest_wall": slowest_wall}
 
 
 def _keep(path: Path, crash_dir: Path) -> None:
@@ -284,12 +287,14 @@ def _merge(total: dict[str, Any], part: dict[str, Any]) -> None:
     for key, index in part["examples"].items():
         total["examples"].setdefault(key, index)
     total["slowest"] = max(total["slowest"], tuple(part["slowest"]))
+    total["slowest_wall"] = max(total["slowest_wall"], tuple(part["slowest_wall"]))
 
 
 def campaign(n: int, seed: int, *, start: int = 0, workers: int = 1, chunk: int = 500,
              crash_dir: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Run inputs ``start..start+n-1`` of campaign ``seed``; ``workers`` = 0 runs in this process (no memory cap)."""
-    total: dict[str, Any] = {"counts": Counter(), "signatures": Counter(), "examples": {}, "slowest": (0.0, -1)}
+    total: dict[str, Any] = {"counts": Counter(), "signatures": Counter(), "examples": {}, "slowest": (0.0, -1),
+                             "slowest_wall": (0.0, -1)}
     began = time.time()
     with tempfile.TemporaryDirectory(prefix="fuzz_seeds_") as seeds_dir:
         write_seeds(Path(seeds_dir))
@@ -315,7 +320,8 @@ def campaign(n: int, seed: int, *, start: int = 0, workers: int = 1, chunk: int 
             "read": counts["read"], "input_errors": counts["input_error"], "crashes": counts["crash"],
             "over_memory": counts["memory"], "slow": counts["slow"], "signatures": dict(total["signatures"]),
             "examples": total["examples"], "slowest_seconds": round(total["slowest"][0], 3),
-            "slowest_index": total["slowest"][1], "seconds": round(seconds, 1),
+            "slowest_index": total["slowest"][1], "slowest_wall_seconds": round(total["slowest_wall"][0], 3),
+            "slowest_wall_index": total["slowest_wall"][1], "seconds": round(seconds, 1),
             "inputs_per_second": round(n / seconds, 1) if seconds else None, "loadavg": os.getloadavg()}
 
 

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medanomaly.errors import InputError
+from medanomaly.io import codestream, validate
 from medanomaly.io import dicom_header as dh
-from medanomaly.io import validate
 from medanomaly.types import Study
 
 if TYPE_CHECKING:
@@ -182,6 +182,12 @@ def _check_size(path: Path, ds: Dataset, max_pixels: int) -> None:
     announced = frames * rows * cols * samples * max(1, (dh.count(ds, "BitsAllocated", 8) + 7) // 8)
     if announced > 4096 * stored + (16 << 20):
         problem = f"header announces {announced:,} bytes of pixels from {stored:,} compressed bytes"
+        raise InputError(path, problem, _CORRUPT_HINT)
+    fragments = _pydicom().encaps.generate_fragments(ds.PixelData)
+    next(fragments, None)  # the basic offset table
+    inner = codestream.declared_size(next(fragments, b""))
+    if inner is not None and inner[0] * inner[1] > rows * cols:
+        problem = f"compressed frame declares {inner[0]}x{inner[1]} pixels, the header {cols}x{rows}"
         raise InputError(path, problem, _CORRUPT_HINT)
 
 
