@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import zipfile
 from collections.abc import Callable
@@ -46,8 +47,23 @@ def service_model_dir(service_data: Path, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture
 def model_dir(service_model_dir: Path, tmp_path: Path) -> Path:
-    """A private copy of the model (recalibration writes new versions into it)."""
-    return Path(shutil.copytree(service_model_dir, tmp_path / "models" / "chest"))
+    """A private copy of the model (recalibration writes new versions into it), without its recorded domain.
+
+    The shared fixtures (CT DICOM in HU, float NIfTI volumes) are outside the domain of this model trained on 8-bit
+    PNG phantoms with ``minmax`` intensities, so the tests of upload, volume and report mechanics use it as a model
+    of unknown domain (scored as before); ``domain_model_dir`` keeps the domain (tests/service/test_service_domain.py).
+    """
+    copy = Path(shutil.copytree(service_model_dir, tmp_path / "models" / "chest"))
+    config = json.loads((copy / "model.json").read_text())
+    config.pop("domain", None)
+    (copy / "model.json").write_text(json.dumps(config))
+    return copy
+
+
+@pytest.fixture
+def domain_model_dir(service_model_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the model with the domain training recorded."""
+    return Path(shutil.copytree(service_model_dir, tmp_path / "models-domain" / "chest"))
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate
 from medanomaly.reporting.study_report import StudyReport
 
 _RED, _GREEN, _GREY = colors.HexColor("#b3261e"), colors.HexColor("#1e6b3a"), colors.HexColor("#5f6368")
+_AMBER = colors.HexColor("#8a6d00")  # out of the model's domain: no decision
 _GRID = TableStyle(
     [
         ("FONT", (0, 0), (-1, -1), "Helvetica", 9),
@@ -64,12 +65,16 @@ def _rows(pairs: list[tuple[str, str]], style: dict[str, ParagraphStyle]) -> Tab
     return table
 
 
+def _banner_colour(abnormal: bool | None) -> colors.Color:
+    return _AMBER if abnormal is None else (_RED if abnormal else _GREEN)
+
+
 def _banner(report: StudyReport, style: dict[str, ParagraphStyle]) -> Table:
     banner = Table([[Paragraph(_esc(report.summary), style["decision"])]], colWidths=[170 * mm])
     banner.setStyle(
         TableStyle(
             [
-                ("BACKGROUND", (0, 0), (-1, -1), _RED if report.abnormal else _GREEN),
+                ("BACKGROUND", (0, 0), (-1, -1), _banner_colour(report.abnormal)),
                 ("LEFTPADDING", (0, 0), (-1, -1), 8),
                 ("TOPPADDING", (0, 0), (-1, -1), 6),
                 ("BOTTOMPADDING", (0, 0), (-1, -1), 6),

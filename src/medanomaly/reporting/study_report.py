@@ -69,8 +69,8 @@ class StudyReport:
     Attributes:
         identifiers: (name, value) rows identifying the patient and study (patient ID, study UID, ...).
         decision: ``NORMAL``/``ABNORMAL`` or the class name.
-        abnormal: The model's decision.
-        score: The study's anomaly score.
+        abnormal: The model's decision; None when the study was out of the model's domain (no decision).
+        score: The study's anomaly score; None when out of domain (not scored).
         threshold: The threshold it was compared with.
         summary: ``ABNORMAL — score 0.0412, threshold 0.0305``.
         model: (name, value) rows: model name, version, method, threshold method, scored at.
@@ -84,8 +84,8 @@ class StudyReport:
 
     identifiers: list[tuple[str, str]]
     decision: str
-    abnormal: bool
-    score: float
+    abnormal: bool | None
+    score: float | None
     threshold: float
     summary: str
     model: list[tuple[str, str]]

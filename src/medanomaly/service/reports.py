@@ -99,7 +99,15 @@ def build_report(settings: Settings, study: Study, result: Result, user: User) -
         notes=[
             "Score: higher means more unlike the normal studies the model was trained on; the study is flagged "
             "ABNORMAL when its score exceeds the calibrated threshold."
-        ],
+        ]
+        + (
+            [
+                f"Out of domain: {result.domain_reason}. The model was not trained on studies like this one, so it "
+                "made no decision and computed no score; read the study without it."
+            ]
+            if result.status == "out_of_domain"
+            else []
+        ),
     )
 
 

@@ -118,6 +118,8 @@ class StudyOut(BaseModel):
     progress_total: int
     error: str | None
     decision: str | None = None
+    result_status: str | None = None
+    domain_reason: str | None = None
     abnormal: bool | None = None
     score: float | None = None
     threshold: float | None = None
@@ -143,8 +145,11 @@ class ResultOut(BaseModel):
 
     study_id: int
     decision: str
-    abnormal: bool
-    score: float
+    status: str = "scored"
+    domain_reason: str | None = None
+    domain: dict[str, Any] = Field(default_factory=dict)
+    abnormal: bool | None
+    score: float | None
     threshold: float
     summary: str
     slice_scores: list[float]

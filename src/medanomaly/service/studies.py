@@ -8,6 +8,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from medanomaly.pipeline import OUT_OF_DOMAIN
 from medanomaly.service import audit
 from medanomaly.service.db import ModelVersion, Opinion, Result, Study, User, utcnow
 from medanomaly.service.feedback import ABNORMAL_LABEL, NORMAL_LABEL, NORMAL_LABELS, clean_label
@@ -19,6 +20,7 @@ from medanomaly.service.storage import StoredUpload, UploadRejected, discard, st
 
 logger = logging.getLogger(__name__)
 SORT_KEYS = ("created_at", "status", "score", "decision", "modality", "id")
+DECISIONS = ("normal", "abnormal", "out_of_domain", "none")  # worklist filter; none = no result yet
 
 
 def fmt_score(value: float | None) -> str:
@@ -27,7 +29,9 @@ def fmt_score(value: float | None) -> str:
 
 
 def decision_summary(result: Result) -> str:
-    """``ABNORMAL — score 0.0412, threshold 0.0305`` (the sentence the UI and report show)."""
+    """``ABNORMAL — score 0.0412, threshold 0.0305`` (the sentence the UI and report show); out of domain: why."""
+    if result.status == OUT_OF_DOMAIN:
+        return f"OUT OF DOMAIN — no decision: {result.domain_reason}"
     return f"{result.label} — score {fmt_score(result.score)}, threshold {fmt_score(result.threshold)}"
 
 
@@ -91,9 +95,13 @@ def query_studies(
     sort: str = "created_at",
     order: str = "desc",
 ) -> Select:
-    """The worklist query: filters by status, decision (``normal``/``abnormal``/``none``) and text, sorted."""
+    """The worklist query: filters by status, decision (``normal``/``abnormal``/``out_of_domain``/``none``) and text."""
     newest = select(func.max(Result.id).label("rid")).group_by(Result.study_id).subquery()
-    latest = select(Result.study_id, Result.score, Result.abnormal).join(newest, Result.id == newest.c.rid).subquery()
+    latest = (
+        select(Result.study_id, Result.score, Result.abnormal, Result.status)
+        .join(newest, Result.id == newest.c.rid)
+        .subquery()
+    )
     query = (
         select(Study)
         .outerjoin(latest, latest.c.study_id == Study.id)
@@ -109,8 +117,10 @@ def query_studies(
         query = query.where(latest.c.abnormal.is_(True))
     elif decision == "normal":
         query = query.where(latest.c.abnormal.is_(False))
+    elif decision == "out_of_domain":
+        query = query.where(latest.c.status == OUT_OF_DOMAIN)
     elif decision == "none":
-        query = query.where(latest.c.abnormal.is_(None))
+        query = query.where(latest.c.study_id.is_(None))
     if text:
         pattern = f"%{text.strip()}%"
         query = query.where(
@@ -148,6 +158,8 @@ def study_out(study: Study) -> StudyOut:
         progress_total=study.progress_total,
         error=study.error,
         decision=result.label if result else None,
+        result_status=result.status if result else None,
+        domain_reason=result.domain_reason if result else None,
         abnormal=result.abnormal if result else None,
         score=result.score if result else None,
         threshold=result.threshold if result else None,
@@ -173,6 +185,8 @@ def add_opinion(db: Session, study: Study, user: User, body: OpinionIn) -> Opini
     if result is None:
         raise UploadRejected(409, f"study {study.id} has no result yet ({study.status}); wait for scoring to finish")
     label = clean_label(body.label or "")
+    if not label and result.abnormal is None:
+        raise UploadRejected(422, f"study {study.id}: the model made no decision (out of its domain); give your label")
     if not label:
         abnormal = result.abnormal if body.agrees else not result.abnormal
         keep_model_label = body.agrees and result.abnormal

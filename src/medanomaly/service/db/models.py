@@ -143,10 +143,13 @@ class Result(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
-    score: Mapped[float] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(Float)  # None: out of domain, not scored
     threshold: Mapped[float] = mapped_column(Float)
-    abnormal: Mapped[bool] = mapped_column(Boolean)
+    abnormal: Mapped[bool | None] = mapped_column(Boolean)  # None: out of domain, no decision
     label: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32), default="scored", server_default="scored")  # or out_of_domain
+    domain_reason: Mapped[str | None] = mapped_column(Text)
+    domain: Mapped[dict[str, Any]] = mapped_column(default=dict)
     slice_scores: Mapped[list[Any]] = mapped_column(default=list)
     findings: Mapped[list[Any]] = mapped_column(default=list)
     extras: Mapped[list[Any]] = mapped_column(default=list)

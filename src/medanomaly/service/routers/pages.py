@@ -20,7 +20,7 @@ from medanomaly.service.reports import build_report
 from medanomaly.service.routers.studies import done_result, get_study
 from medanomaly.service.schemas import DisplaySettings
 from medanomaly.service.storage import UploadRejected
-from medanomaly.service.studies import SORT_KEYS, create_study, decision_summary, query_studies
+from medanomaly.service.studies import DECISIONS, SORT_KEYS, create_study, decision_summary, query_studies
 
 router = APIRouter(include_in_schema=False)
 _STATUSES = ("queued", "scoring", "done", "failed")
@@ -28,7 +28,7 @@ _STATUSES = ("queued", "scoring", "done", "failed")
 
 def _worklist_context(db: DbDep, store: StoreDep, params: dict[str, Any]) -> dict[str, Any]:
     status = params.get("status") if params.get("status") in _STATUSES else None
-    decision = params.get("decision") if params.get("decision") in ("normal", "abnormal", "none") else None
+    decision = params.get("decision") if params.get("decision") in DECISIONS else None
     sort = params.get("sort") if params.get("sort") in SORT_KEYS else "created_at"
     order = "asc" if params.get("order") == "asc" else "desc"
     text = (params.get("q") or "").strip()[:100] or None
@@ -99,7 +99,8 @@ def study_view(request: Request, db: DbDep, settings: SettingsDep, user: UserDep
     study = get_study(db, study_id)
     result = study.result
     config = _viewer_config(request, study, result, settings, user)
-    labels = ["NORMAL", "ABNORMAL"] + ([result.label] if result and result.label not in ("NORMAL", "ABNORMAL") else [])
+    own_label = result and result.status == "scored" and result.label not in ("NORMAL", "ABNORMAL")
+    labels = ["NORMAL", "ABNORMAL"] + ([result.label] if own_label else [])
     return render(
         request,
         "study.html",

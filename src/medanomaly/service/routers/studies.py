@@ -74,7 +74,7 @@ def list_studies(
     db: DbDep,
     user: UserDep,
     status: Literal["queued", "scoring", "done", "failed"] | None = None,
-    decision: Literal["normal", "abnormal", "none"] | None = None,
+    decision: Literal["normal", "abnormal", "out_of_domain", "none"] | None = None,
     q: Annotated[str | None, Query(max_length=100)] = None,
     sort: Literal["created_at", "status", "score", "decision", "modality", "id"] = "created_at",
     order: Literal["asc", "desc"] = "desc",
@@ -101,6 +101,9 @@ def read_result(db: DbDep, settings: SettingsDep, user: UserDep, study_id: int) 
     return ResultOut(
         study_id=study.id,
         decision=result.label,
+        status=result.status,
+        domain_reason=result.domain_reason,
+        domain=result.domain or {},
         abnormal=result.abnormal,
         score=result.score,
         threshold=result.threshold,
