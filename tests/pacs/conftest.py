@@ -234,6 +234,23 @@ def make_ct() -> Callable[..., list[Dataset]]:
 
 
 @pytest.fixture(scope="session")
+def make_sr() -> Callable[[str, str], Dataset]:
+    """Factory: a minimal Basic Text SR instance (header only) in the given study and series."""
+
+    def make(study_uid: str, series_uid: str) -> Dataset:
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = pydicom.uid.BasicTextSRStorage, generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = study_uid, series_uid, "SR"
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        return ds
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def write_series() -> Callable[[list[Dataset], Path], Path]:
     """Factory: write datasets as ``<SOPInstanceUID>.dcm`` files into a folder; returns the folder."""
 

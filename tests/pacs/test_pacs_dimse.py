@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import pytest
 import requests
+from pydicom.uid import generate_uid
 
 from medanomaly.cli.main import main
 from medanomaly.model import Model
@@ -105,23 +106,14 @@ def test_storescu_reaches_the_listen_command(pacs_model_dir, make_dx, write_seri
     assert Outbox(settings.outbox_dir).counts()["sent"] >= 3
 
 
-def test_sender_errors_are_named(settings, port_factory) -> None:
+def test_sender_errors_are_named(settings, port_factory, make_sr) -> None:
     with pytest.raises(PacsConfigError, match="expected AET@HOST:PORT"):
         Peer.parse("ORTHANC:4242")
     down = DimseSender(replace(settings, dimse_peer=f"ORTHANC@127.0.0.1:{port_factory()}", timeout=2))
     with pytest.raises(PacsUnavailableError, match="no association"):
-        down.store([_any_dataset()])
+        down.store([make_sr(generate_uid(), generate_uid())])
 
 
 def _accepts(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _any_dataset():
-    from pydicom.dataset import Dataset
-    from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
-
-    ds = Dataset()
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
-    return ds

@@ -7,8 +7,7 @@ import stat
 from pathlib import Path
 
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from medanomaly.pacs.client import PacsClient
 from medanomaly.pacs.ledger import StudyLedger
@@ -16,21 +15,11 @@ from medanomaly.pacs.outbox import Outbox
 from medanomaly.pacs.settings import PacsSettings
 
 
-def _instance(study_uid: str, series_uid: str) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = pydicom.uid.BasicTextSRStorage, generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = study_uid, series_uid, "SR"
-    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-    return ds
-
-
-def test_items_persist_and_are_requeued(tmp_path: Path) -> None:
+def test_items_persist_and_are_requeued(tmp_path: Path, make_sr) -> None:
     study, other = generate_uid(), generate_uid()
     outbox = Outbox(tmp_path / "outbox")
-    first = outbox.add(_instance(study, generate_uid()), "sr")
-    outbox.add(_instance(other, generate_uid()), "seg")
+    first = outbox.add(make_sr(study, generate_uid()), "sr")
+    outbox.add(make_sr(other, generate_uid()), "seg")
     assert first.path.is_file() and pydicom.dcmread(first.path).SOPInstanceUID == first.sop_uid
     reopened = Outbox(tmp_path / "outbox")  # a new process sees the same queue
     assert reopened.counts() == {"pending": 2, "sent": 0, "rejected": 0, "superseded": 0, "deleted": 0}
@@ -40,9 +29,9 @@ def test_items_persist_and_are_requeued(tmp_path: Path) -> None:
     assert reopened.requeue(generate_uid()) == 0
 
 
-def test_readding_an_instance_replaces_it_without_a_second_row(tmp_path: Path) -> None:
+def test_readding_an_instance_replaces_it_without_a_second_row(tmp_path: Path, make_sr) -> None:
     outbox = Outbox(tmp_path)
-    dataset = _instance(generate_uid(), generate_uid())
+    dataset = make_sr(generate_uid(), generate_uid())
     outbox.add(dataset, "sr")
     outbox._mark(outbox.items(), "sent")
     dataset.ContentLabel = "AGAIN"
@@ -51,11 +40,11 @@ def test_readding_an_instance_replaces_it_without_a_second_row(tmp_path: Path) -
     assert pydicom.dcmread(outbox.items()[0].path).ContentLabel == "AGAIN"
 
 
-def test_pacs_down_keeps_everything_pending_with_the_reason(tmp_path: Path, dead_url: str) -> None:
+def test_pacs_down_keeps_everything_pending_with_the_reason(tmp_path: Path, dead_url: str, make_sr) -> None:
     outbox = Outbox(tmp_path)
     study = generate_uid()
     for series in (generate_uid(), generate_uid()):
-        outbox.add(_instance(study, series), "sr")
+        outbox.add(make_sr(study, series), "sr")
     client = PacsClient(PacsSettings(url=dead_url, retries=2, backoff=0.0, timeout=2), sleep=lambda _: None)
     report = outbox.flush(client)
     assert not report.ok and report.sent == 0 and report.pending == 2
@@ -64,7 +53,7 @@ def test_pacs_down_keeps_everything_pending_with_the_reason(tmp_path: Path, dead
     assert len(tried) == 1 and "connection refused" in tried[0].last_error  # stopped after the first series
 
 
-def test_watcher_memory_and_retry_backoff(tmp_path: Path) -> None:
+def test_watcher_memory_and_retry_backoff(tmp_path: Path, make_sr) -> None:
     ledger = StudyLedger(Outbox(tmp_path))
     ledger.remember("1.2.3", "failed", "boom", backoff=(30, 3600))
     state = ledger.get("1.2.3")
@@ -77,7 +66,7 @@ def test_watcher_memory_and_retry_backoff(tmp_path: Path) -> None:
     assert (state.status, state.detail, state.attempts) == ("done", "1 scored", 0) and ledger.is_due(state)
 
 
-def test_stability_clock_restarts_when_instances_arrive(tmp_path: Path) -> None:
+def test_stability_clock_restarts_when_instances_arrive(tmp_path: Path, make_sr) -> None:
     ledger = StudyLedger(Outbox(tmp_path))
     first = ledger.observe("1.2.3", 12)
     assert first.status == "arriving" and not ledger.is_stable(first, 60) and ledger.is_stable(first, 0)
@@ -88,16 +77,16 @@ def test_stability_clock_restarts_when_instances_arrive(tmp_path: Path) -> None:
     assert ledger.observe("1.2.3", 30).status == "arriving"  # grew after scoring: scored again
 
 
-def test_since_defaults_to_the_first_start(tmp_path: Path) -> None:
+def test_since_defaults_to_the_first_start(tmp_path: Path, make_sr) -> None:
     ledger = StudyLedger(Outbox(tmp_path))
     today = dt.datetime.now(dt.UTC).astimezone().strftime("%Y%m%d")
     assert ledger.since() == (today, True) and ledger.since() == (today, False)
     assert ledger.since("2024-05-01") == ("20240501", False)
 
 
-def test_outbox_is_private_and_sent_files_expire(tmp_path: Path) -> None:
+def test_outbox_is_private_and_sent_files_expire(tmp_path: Path, make_sr) -> None:
     outbox = Outbox(tmp_path / "outbox")
-    item = outbox.add(_instance(generate_uid(), generate_uid()), "sr")
+    item = outbox.add(make_sr(generate_uid(), generate_uid()), "sr")
     assert stat.S_IMODE((tmp_path / "outbox").stat().st_mode) == 0o700
     assert stat.S_IMODE(item.path.parent.stat().st_mode) == 0o700 and stat.S_IMODE(item.path.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "outbox" / "index.sqlite").stat().st_mode) == 0o600
@@ -108,14 +97,14 @@ def test_outbox_is_private_and_sent_files_expire(tmp_path: Path) -> None:
     assert outbox.items()[0].status == "sent" and outbox.requeue(item.study_uid) == 0  # UIDs kept, file gone
 
 
-def test_a_new_result_supersedes_the_old_one_of_the_same_unit_and_model(tmp_path: Path) -> None:
+def test_a_new_result_supersedes_the_old_one_of_the_same_unit_and_model(tmp_path: Path, make_sr) -> None:
     outbox, study = Outbox(tmp_path), generate_uid()
-    old_sent, old_unsent = _instance(study, generate_uid()), _instance(study, generate_uid())
-    other_model = outbox.add(_instance(study, generate_uid()), "sr", "series-1", "other")
+    old_sent, old_unsent = make_sr(study, generate_uid()), make_sr(study, generate_uid())
+    other_model = outbox.add(make_sr(study, generate_uid()), "sr", "series-1", "other")
     outbox.add(old_sent, "sr", "series-1", "chest")
     outbox._mark(outbox.items(sop_uid=old_sent.SOPInstanceUID), "sent")
     outbox.add(old_unsent, "seg", "series-1", "chest")
-    new = outbox.add(_instance(study, generate_uid()), "sr", "series-1", "chest")
+    new = outbox.add(make_sr(study, generate_uid()), "sr", "series-1", "chest")
     retired = outbox.supersede("series-1", "chest", {new.series_uid})
     assert [(item.sop_uid, sop_class) for item, sop_class in retired] == [
         (old_sent.SOPInstanceUID, pydicom.uid.BasicTextSRStorage)

@@ -15,11 +15,16 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 import requests
 
-from medanomaly.errors import MedanomalyError
+from medanomaly.pacs.failures import (
+    PacsConfigError,
+    PacsError,
+    PacsUnavailableError,
+    TrustAdapter,
+    failure_reason,
+)
 from medanomaly.pacs.settings import PacsSettings
 
 if TYPE_CHECKING:
@@ -28,35 +33,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+__all__ = [
+    "NON_IMAGE_MODALITIES",
+    "PacsClient",
+    "PacsConfigError",
+    "PacsError",
+    "PacsUnavailableError",
+    "SeriesInfo",
+    "StudyInfo",
+]
 _PAGE = 200  # QIDO-RS results per request
 _STUDY_FIELDS = ["00081030", "00080061", "00100020", "00080050"]
 #: Series of these modalities hold no images to score (reports, segmentations, presentation states, documents).
 NON_IMAGE_MODALITIES = frozenset({"SR", "SEG", "KO", "PR", "DOC", "RTSTRUCT", "REG", "RWV", "PLAN"})
-
-
-class PacsError(MedanomalyError):
-    """The PACS refused a request (authentication, unknown study, rejected instance) or is misconfigured."""
-
-
-class PacsUnavailableError(PacsError):
-    """The PACS could not be reached (or kept failing) after every retry; results stay queued."""
-
-
-class PacsConfigError(PacsError):
-    """The link is misconfigured (credentials, permission, URL path, TLS certificate, host): results stay queued.
-
-    The PACS never judged the data itself, so nothing is rejected; items go out once the setting is fixed.
-    """
-
-
-#: HTTP statuses that say the link is misconfigured (not that an object is bad).
-_CONFIG_STATUS = {
-    401: "wrong user or password: check MEDANOMALY_PACS_USER / MEDANOMALY_PACS_PASSWORD",
-    403: "the PACS user lacks the permission",
-    405: "the URL does not accept this request: check the DICOMweb root path in MEDANOMALY_PACS_URL",
-    407: "the proxy wants credentials",
-}
 
 
 @dataclass(frozen=True)
@@ -128,27 +117,6 @@ def _as_file(dataset: Dataset) -> Dataset:
     return pydicom.dcmread(buffer)
 
 
-def _root_level(what: str) -> bool:
-    """True for requests on the DICOMweb root (a 404 there means a wrong URL path, not an unknown study)."""
-    return what.startswith(("search studies", "store "))
-
-
-def _innermost(error: BaseException) -> str:
-    """The deepest cause's message (e.g. ``certificate verify failed: self-signed certificate``)."""
-    while error.__context__ is not None or error.__cause__ is not None:
-        error = error.__cause__ or error.__context__  # type: ignore[assignment]
-    text = str(error)
-    return text[text.find("certificate verify failed") :] if "certificate verify failed" in text else text[:200]
-
-
-_RESOLVE_FAILURES = ("Name or service not known", "Failed to resolve", "nodename nor servname", "getaddrinfo failed")
-
-
-def _unknown_host(error: BaseException) -> bool:
-    """True when the connection failed because the host name does not resolve."""
-    return any(text in str(error) for text in _RESOLVE_FAILURES)
-
-
 def _date_range(since: date | str | None, until: date | str | None) -> str | None:
     if since is None and until is None:
         return None
@@ -187,7 +155,7 @@ class PacsClient:
                 session = create_session_from_user_pass(self.settings.user, self.settings.password or "")
             if self.settings.ca_bundle:
                 session = session or requests.Session()
-                session.verify = str(self.settings.ca_bundle)
+                session.mount("https://", TrustAdapter(str(self.settings.ca_bundle)))
             client = DICOMwebClient(self.settings.url.rstrip("/"), session=session, timeout=self.settings.timeout)
             client.set_http_retry_params(retry=False)
             self._client = client
@@ -206,7 +174,7 @@ class PacsClient:
             try:
                 return function()
             except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as error:
-                reason = self._reason(what, error)
+                reason = failure_reason(self.settings, what, error)
                 if attempt > len(delays):
                     msg = (
                         f"PACS {self.settings.url}: {what} failed after {attempt} attempt(s) ({reason}); "
@@ -223,40 +191,6 @@ class PacsClient:
                 )
                 self.sleep(delays[attempt - 1])
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _reason(self, what: str, error: requests.RequestException) -> str:
-        """Short reason of a transient failure; raises at once when retrying cannot help.
-
-        Raises:
-            PacsConfigError: Credentials, permission, URL path, TLS certificate or host name are wrong.
-            PacsError: The PACS refused the request itself (e.g. HTTP 400, 409: a bad object).
-        """
-        response = getattr(error, "response", None)
-        prefix = f"PACS {self.settings.url}: {what}"
-        if isinstance(error, requests.HTTPError) and response is not None:
-            status = response.status_code
-            if status in _TRANSIENT_STATUS:
-                return f"HTTP {status}"
-            if status in _CONFIG_STATUS or (status == 404 and _root_level(what)):
-                why = _CONFIG_STATUS.get(status) or (
-                    "nothing at this URL: wrong path; MEDANOMALY_PACS_URL must be the DICOMweb root, "
-                    "e.g. http://HOST:8042/dicom-web"
-                )
-                raise PacsConfigError(f"{prefix} refused with HTTP {status} ({why})") from None
-            why = "unknown study/series or wrong URL path" if status == 404 else response.reason
-            raise PacsError(f"{prefix} refused with HTTP {status} ({why})") from None
-        if isinstance(error, requests.exceptions.SSLError):
-            msg = (
-                f"{prefix} failed: untrusted TLS certificate ({_innermost(error)}); set ca_bundle "
-                "(MEDANOMALY_PACS_CA_BUNDLE) to the CA file that signed the PACS's certificate"
-            )
-            raise PacsConfigError(msg) from None
-        if isinstance(error, requests.Timeout):
-            return f"no answer within {self.settings.timeout:g} s"
-        if _unknown_host(error):
-            host = urlsplit(self.settings.url).hostname
-            raise PacsConfigError(f"{prefix} failed: unknown host {host!r} (DNS cannot resolve it); check the URL")
-        return "connection refused or host unreachable"
 
     # --- QIDO-RS ---------------------------------------------------------------------------------------------
     def ping(self) -> None:

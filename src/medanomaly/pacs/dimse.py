@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _SUCCESS, _OUT_OF_RESOURCES = 0x0000, 0xA700
+VERIFICATION = "1.2.840.10008.1.1"  # C-ECHO, so that echoscu / a PACS's "test connection" works
 
 
 @dataclass(frozen=True)
@@ -144,12 +145,11 @@ class Receiver:
     def start(self) -> None:
         """Listen on ``listen_host:listen_port`` in a background thread."""
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-        from pynetdicom.sop_class import Verification
 
         ae = AE(ae_title=self.settings.ae_title)
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        ae.add_supported_context(Verification)
+            ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(VERIFICATION)
         address = (self.settings.listen_host, self.settings.listen_port)
         self._server = ae.start_server(address, block=False, evt_handlers=[(evt.EVT_C_STORE, self.handle_store)])
         logger.info("C-STORE receiver %s listening on %s:%d", self.settings.ae_title, *address)
