@@ -277,8 +277,10 @@ def score_paths(
     """Read and score several studies in order (:func:`score_studies`); a bad one is skipped and reported."""
     failures: list[Failure] = []
     studies = read_studies(paths, color=model.preprocessing.channels == 3, failures=failures, progress=progress)
-    options = {"batch_size": batch_size, "ignore_domain": ignore_domain, "failures": failures, "decide": decide}
-    return list(score_studies(model, studies, **options)), failures
+    scored = score_studies(
+        model, studies, batch_size=batch_size, ignore_domain=ignore_domain, failures=failures, decide=decide
+    )
+    return list(scored), failures
 
 
 def read_studies(

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from medanomaly.detectors.base import BaseDetector
+
+D = TypeVar("D", bound="BaseDetector")
 
 #: Built-in methods, in the order they are documented: name -> module whose import registers the class.
 BUILTIN: dict[str, str] = {
@@ -29,17 +31,17 @@ BUILTIN: dict[str, str] = {
     "alocc": "medanomaly.detectors.alocc",
 }
 
-_DETECTORS: dict[str, Callable[..., BaseDetector]] = {}
+_DETECTORS: dict[str, type[BaseDetector]] = {}
 
 
-def register(name: str) -> Callable[[type], type]:
+def register(name: str) -> Callable[[type[D]], type[D]]:
     """Class decorator that registers a detector under ``name`` (snake_case, unique)."""
 
-    def decorator(cls: type) -> type:
+    def decorator(cls: type[D]) -> type[D]:
         if name in _DETECTORS:
             msg = f"a detector named {name!r} is already registered"
             raise ValueError(msg)
-        cls.name = name  # type: ignore[attr-defined]
+        cls.name = name
         _DETECTORS[name] = cls
         return cls
 
@@ -51,7 +53,7 @@ def create(name: str, **params: Any) -> BaseDetector:
     return detector_class(name)(**params)
 
 
-def detector_class(name: str) -> Callable[..., BaseDetector]:
+def detector_class(name: str) -> type[BaseDetector]:
     """The class registered under ``name`` (importing its module on first use); KeyError naming the known ones."""
     if name not in _DETECTORS and name in BUILTIN:
         importlib.import_module(BUILTIN[name])
