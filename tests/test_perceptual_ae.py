@@ -14,7 +14,6 @@ from medanomaly.detectors.perceptual_ae import (
     PerceptualDistance,
     ProgressiveAutoencoderNet,
     progress_at,
-    progress_at_phase,
     tune_perceptual_ae,
 )
 from medanomaly.features import FeatureExtractor
@@ -61,14 +60,13 @@ def test_schedule_grows_to_the_last_stage_with_alpha_ramping_up() -> None:
     assert progress_at(10_000, 100, 4) == (3, 1.0)
 
 
-def test_a_time_budget_pulls_the_growth_forward() -> None:
+def test_growth_follows_the_images_seen_not_the_clock(monkeypatch) -> None:
     detector = create("perceptual_ae", **TINY)
-    detector._build((1, 32, 32), {"stage_images": 1e9})  # by images alone, growth would never happen
-    detector._budget_seconds, detector._started = 60.0, time.monotonic() - 40.0  # 2/3 of a 1-minute budget used
-    stage, alpha = progress_at_phase(detector._phase(), detector.network_.n_stages)
-    assert (stage, alpha) == (2, 1.0)  # growth is due by half the budget
-    detector._budget_seconds = None
-    assert progress_at_phase(detector._phase(), detector.network_.n_stages) == (0, 1.0)
+    detector._build((1, 32, 32), {"stage_images": 100.0})
+    detector.network_.images_seen.fill_(250)  # 2.5 stage lengths: stage 2, fully faded in
+    monkeypatch.setattr(time, "monotonic", lambda: 1e12)  # a clock far ahead (a busy machine) changes nothing
+    detector.training_step([torch.rand(2, 1, 32, 32)], {})
+    assert (int(detector.network_.stage), float(detector.network_.alpha)) == (2, 1.0)
 
 
 def test_network_at_every_stage_and_alpha_zero_is_the_previous_stage() -> None:
@@ -116,9 +114,18 @@ def test_ranks_lesions_and_score_is_the_loss(fitted, test_set) -> None:
     prediction = fitted.score(images)
     assert roc_auc_score(labels, prediction.scores.numpy()) > 0.8
     assert prediction.anomaly_maps.shape == (40, 32, 32) and (prediction.anomaly_maps >= 0).all()
+    mask = prediction.extras["mask"]
+    assert 0.2 < mask.mean() < 0.95 and (prediction.anomaly_maps[mask == 0] == 0).all()  # outlined phantom body
+    expected = prediction.anomaly_maps.flatten(1).sum(1) / mask.flatten(1).sum(1)
+    torch.testing.assert_close(prediction.scores, expected)
     with torch.no_grad():
         loss, _ = fitted.distance_(prediction.extras["reconstruction"], images)
-    torch.testing.assert_close(prediction.scores, loss)
+    assert fitted.foreground_ == "outline"  # resolved once from the training phantoms' dark frames
+    fitted.foreground_ = "none"
+    try:
+        torch.testing.assert_close(fitted.score(images).scores, loss)  # the source's rule: the loss itself
+    finally:
+        fitted.foreground_ = "outline"
 
 
 def test_save_load_gives_identical_scores(fitted, test_set, tmp_path) -> None:

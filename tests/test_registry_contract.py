@@ -116,3 +116,13 @@ def test_evaluate_gives_the_scores_of_score(name: str, data, png_set: Path) -> N
     one_by_one = [score_path(model, path).score for path in evaluated.paths]
     assert len(one_by_one) == 6
     np.testing.assert_allclose(evaluated.scores, one_by_one, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", available())
+def test_training_twice_with_the_same_seed_gives_the_same_scores(name: str, data) -> None:
+    first = fitted(name, data)
+    cls = detector_class(name)
+    kwargs = {key: data[key] for key in ("mixed", "abnormal") if key in cls.needs}
+    train = TrainConfig(**{"progress": False, "patience": None, **cls.tiny_train})
+    second = cls(**cls.tiny_params).fit(data["normal"], trainer=Trainer(train), **kwargs)
+    torch.testing.assert_close(second.score(data["test"]).scores, first.score(data["test"]).scores, rtol=0, atol=0)

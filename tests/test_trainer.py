@@ -3,7 +3,7 @@ import math
 import torch
 
 from medanomaly.registry import create
-from medanomaly.training import TrainConfig, Trainer, select_device
+from medanomaly.training import BUDGET_STOP, TrainConfig, Trainer, select_device, training_status
 
 
 def _detector():
@@ -18,7 +18,8 @@ def test_auto_device_is_usable() -> None:
 def test_time_budget_stops_training(phantom_train) -> None:
     config = TrainConfig(max_epochs=10_000, max_minutes=0.02, batch_size=8, progress=False, patience=None)
     detector = _detector().fit(phantom_train, trainer=Trainer(config))
-    assert "time budget" in detector.history_.stopped_because
+    assert detector.history_.stopped_because.startswith(BUDGET_STOP)
+    assert detector.history_.converged is False
     assert detector.history_.seconds < 10
 
 
@@ -29,6 +30,7 @@ def test_early_stopping_restores_best_epoch(phantom_train) -> None:
     )
     history = detector.history_
     assert "no improvement" in history.stopped_because
+    assert history.converged is True
     best = min(epoch["val_loss"] for epoch in history.epochs)
     assert math.isclose(history.best_metric, best)
 
@@ -52,3 +54,9 @@ def test_an_epoch_cut_by_the_budget_is_not_compared_by_its_training_loss(phantom
     assert history.epochs[-1].get("partial") is True
     assert not any(epoch.get("partial") for epoch in history.epochs[:-1])
     assert history.best_epoch < history.epochs[-1]["epoch"]
+
+
+def test_training_status_of_old_and_missing_histories() -> None:
+    assert training_status(None)["converged"] is True
+    assert training_status({"stopped_because": "time budget of 5 min reached"})["converged"] is False
+    assert training_status({"stopped_because": "max_epochs=3 reached"})["converged"] is True

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _CHECKPOINT = "last.pt"
+#: The ``stopped_because`` of a run that the wall-clock budget ended (printed by the CLI, shown by the workstation).
+BUDGET_STOP = "stopped by the time budget before converging"
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,9 @@ class TrainConfig:
     """Settings of the training loop (not of a method).
 
     Attributes:
-        max_epochs: Upper bound on epochs.
-        max_minutes: Wall-clock budget; training stops at the end of the batch that crosses it. None = no limit.
+        max_epochs: Upper bound on epochs (the schedule; early stopping usually ends training before it).
+        max_minutes: Wall-clock safety net; training stops at the end of the batch that crosses it and the history
+            says it did not converge. None = no limit.
         batch_size: Images per step.
         val_fraction: Fraction of the training images held out for validation / early stopping.
         patience: Epochs without improvement of the validation metric before stopping; None disables.
@@ -61,13 +64,18 @@ class TrainConfig:
 
 @dataclass
 class TrainingHistory:
-    """What happened during training, saved with the model."""
+    """What happened during training, saved with the model.
+
+    ``converged`` is True when early stopping or the epoch schedule ended training, False when the time budget cut
+    it (``stopped_because`` then starts with :data:`BUDGET_STOP`).
+    """
 
     epochs: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = -1
     best_metric: float = math.nan
     monitor: str = "val_loss"
     stopped_because: str = ""
+    converged: bool = True
     seconds: float = 0.0
     resumed_from_epoch: int | None = None
 
@@ -134,7 +142,8 @@ class Trainer:
     def _stop_reason(self, out_of_time: bool, epoch: int, history: TrainingHistory) -> str:
         """Why training should stop after ``epoch`` ("" to go on)."""
         if out_of_time:
-            return f"time budget of {self.config.max_minutes} min reached"
+            history.converged = False
+            return f"{BUDGET_STOP} ({self.config.max_minutes:g} min)"
         if self.config.patience is not None and epoch - history.best_epoch >= self.config.patience:
             return f"no improvement of {history.monitor} for {self.config.patience} epochs"
         return ""
@@ -210,6 +219,18 @@ class Trainer:
         history.resumed_from_epoch = int(next_epoch)
         logger.info("resumed from %s at epoch %d", path, next_epoch)
         return int(next_epoch), payload["best_state"]
+
+
+def training_status(history: TrainingHistory | dict[str, Any] | None) -> dict[str, Any]:
+    """``{"converged": bool, "stopped_because": str}`` of a detector's history (None: nothing iterative to stop).
+
+    Histories saved before ``converged`` existed count as not converged when the time budget stopped them.
+    """
+    if history is None:
+        return {"converged": True, "stopped_because": "fitted in one pass (no iterative training)"}
+    record = history.to_dict() if isinstance(history, TrainingHistory) else history
+    reason = str(record.get("stopped_because", ""))
+    return {"converged": bool(record.get("converged", "time budget" not in reason)), "stopped_because": reason}
 
 
 def _optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
