@@ -6,6 +6,7 @@ dciodvfy comes from the Debian package ``dicom3tools`` (``.ci/run`` installs it;
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -119,13 +120,11 @@ def test_objects_read_back_with_highdicom(objects, tmp_path) -> None:
 
 def test_sr_algorithm_parameters_carry_their_values(objects) -> None:
     sr = dict(objects["ct"][0])["sr"]
-    values = set()
-    stack = list(sr.ContentSequence)
-    while stack:
-        item = stack.pop()
-        stack += list(item.get("ContentSequence", []))
-        if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeMeaning == "Algorithm Parameters":
-            values.add(item.TextValue)
+    values = {
+        item.TextValue
+        for item in _items(sr)
+        if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeMeaning == "Algorithm Parameters"
+    }
     assert {v.split("=")[0] for v in values} >= {"threshold", "method", "model"}
     assert all(v.split("=", 1)[1] for v in values)
 
@@ -141,3 +140,38 @@ def test_rejection_kos_names_the_superseded_objects(objects, tmp_path) -> None:
         i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in kos.ContentSequence if "ReferencedSOPSequence" in i
     }
     assert named == {ds.SOPInstanceUID for _, ds in results}
+
+
+def test_out_of_domain_study_gets_an_sr_without_a_decision(pacs_model_dir, make_ct, tmp_path) -> None:
+    results, context = _results(pacs_model_dir, make_ct(seed=7, n_slices=3), tmp_path / "ct")
+    model = Model.load(pacs_model_dir)
+    study = read_study(tmp_path / "ct")
+    outside = copy.copy(score_study(model, study))
+    outside.status, outside.domain_reason = "out_of_domain", "CT, HEAD; this model was trained on DX/CR CHEST"
+    outside.score, outside.abnormal, outside.anomaly_maps, outside.findings = float("nan"), None, None, []
+    objects, notes = build_results(model, outside, list(context.sources), context=context)
+    assert [kind for kind, _ in objects] == ["sr"] and "out of the model's domain" in notes[0]
+    sr = hd.sr.Comprehensive3DSR.from_dataset(objects[0][1])
+    group = sr.content.get_image_measurement_groups()[0]
+    assert [m.name.meaning for m in group.get_measurements()] == ["Threshold Value"]  # no score
+    [evaluation] = group.get_qualitative_evaluations()
+    assert evaluation.value.value == "out-of-domain" and evaluation.value.scheme_designator == "99MEDANOMALY"
+    codes_used = {
+        item.ConceptCodeSequence[0].CodeValue for item in _items(objects[0][1]) if "ConceptCodeSequence" in item
+    }
+    assert not codes_used & {codes.SCT.Normal.value, codes.SCT.Abnormal.value}
+    texts = {item.TextValue for item in _items(objects[0][1]) if item.ValueType == "TEXT"}
+    assert "out of domain=CT, HEAD; this model was trained on DX/CR CHEST" in texts
+    if shutil.which("dciodvfy"):
+        objects[0][1].save_as(tmp_path / "sr.dcm", enforce_file_format=True)
+        assert _errors(_dciodvfy(), tmp_path / "sr.dcm") == []
+
+
+def _items(dataset: pydicom.Dataset) -> list[pydicom.Dataset]:
+    """Every content item of an SR tree."""
+    found, stack = [], list(dataset.ContentSequence)
+    while stack:
+        item = stack.pop()
+        found.append(item)
+        stack += list(item.get("ContentSequence", []))
+    return found
