@@ -129,3 +129,14 @@ def test_unknown_organ_mask_fails_before_training(phantoms) -> None:
     with pytest.raises(ValueError, match="organ_mask"):
         AnatPaste(backbone="tiny", organ_mask="spleen").fit(phantoms["normal"][:8], trainer=Trainer(
             TrainConfig(max_epochs=1, progress=False)))
+
+
+def test_density_layer_chooses_the_pooled_feature_behind_the_score(phantoms) -> None:
+    net = AnatPasteNet("tiny", density_layer="stage2")
+    local, pooled = net.features(torch.rand(2, 1, SIZE, SIZE), net.density_layer)
+    assert pooled.shape == (2, net.density_channels) and net.density_channels == net.backbone.channels["stage2"]
+    assert local.shape[1] == net.map_channels
+    detector = AnatPaste(**{**AnatPaste.tiny_params, "density_layer": "stage2"})
+    detector.fit(phantoms["normal"][:32], trainer=Trainer(TrainConfig(max_epochs=1, progress=False)))
+    assert detector.state_dict()["density.image_mean"].shape == (net.density_channels,)
+    assert torch.isfinite(detector.score(phantoms["test"][:4]).scores).all()

@@ -45,7 +45,9 @@ class AnatPaste(TorchDetector):
 
     Args:
         backbone: Backbone name (``efficientnet_lite0`` with offline ImageNet weights; ``tiny`` for tests).
-        image_layer: Layer pooled into the image feature (None = the backbone's default, EfficientNet ``head``).
+        image_layer: Layer pooled into the "pasted?" head's input (None = the backbone's default, EfficientNet ``head``).
+        density_layer: Layer pooled into the feature the image Gaussian models and the score comes from (None =
+            ``image_layer``).
         map_layer: Layer of the local features behind the map (None = default, EfficientNet ``blocks.10``).
         backbone_weights: Path of a backbone state dict (None = the bundled pretrained weights).
         pretrained: Start from pretrained weights (False = random initialisation).
@@ -69,11 +71,15 @@ class AnatPaste(TorchDetector):
     tiny_params: ClassVar[dict[str, Any]] = {"backbone": "tiny", "learning_rate": 3e-3, "head_learning_rate": 1e-2,
                                              "map_sigma": 2.0}  # fmt: skip
     tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 6, "batch_size": 32}
+    #: Epoch-bound schedule sized for a 2-core CPU at 224 px (docs/methods/anatpaste.md, "Cost on a CPU").
+    default_train: ClassVar[dict[str, Any]] = {"max_epochs": 4, "batch_size": 16, "patience": 3}
+    default_resolution: ClassVar[int | None] = 224
 
     def __init__(
         self,
         backbone: str = "efficientnet_lite0",
         image_layer: str | None = None,
+        density_layer: str | None = None,
         map_layer: str | None = None,
         backbone_weights: str | None = None,
         pretrained: bool = True,
@@ -93,6 +99,7 @@ class AnatPaste(TorchDetector):
     ) -> None:
         self.backbone = backbone
         self.image_layer = image_layer
+        self.density_layer = density_layer
         self.map_layer = map_layer
         self.backbone_weights = backbone_weights
         self.pretrained = pretrained
@@ -124,8 +131,8 @@ class AnatPaste(TorchDetector):
             raise ValueError(msg)
         pretrained = bool(self.pretrained) and not fitted  # when restoring, the fine-tuned weights follow
         self.network_ = AnatPasteNet(self.backbone, self.image_layer, self.map_layer, pretrained, self.backbone_weights,
-                                     self.trainable_from)  # fmt: skip
-        self.density_ = GaussianDensity(self.network_.image_channels, self.network_.map_channels)
+                                     self.trainable_from, self.density_layer)  # fmt: skip
+        self.density_ = GaussianDensity(self.network_.density_channels, self.network_.map_channels)
         self.network_.eval()
 
     def modules(self) -> dict[str, nn.Module]:
@@ -202,7 +209,8 @@ class AnatPaste(TorchDetector):
         pooled, local = [], []
         per_image = None
         for start in range(0, len(normal), batch_size):
-            features, vectors = self.network_.features(normal[start : start + batch_size].to(self.device))
+            batch = normal[start : start + batch_size].to(self.device)
+            features, vectors = self.network_.features(batch, self.network_.density_layer)
             n, c, h, w = features.shape
             per_image = per_image or max(1, min(h * w, math.ceil(self.max_patch_vectors / len(normal))))
             flat = features.permute(0, 2, 3, 1).reshape(n, h * w, c).cpu()
@@ -216,7 +224,7 @@ class AnatPaste(TorchDetector):
     def _score_batch(self, images: Tensor) -> Prediction:
         self.network_.eval()
         images = images.to(self.device)
-        local, pooled = self.network_.features(images)
+        local, pooled = self.network_.features(images, self.network_.density_layer)
         scores = self.density_.image_distance(pooled)
         size = (int(images.shape[-2]), int(images.shape[-1]))
         sigma = float(self.map_sigma) * size[0] / 224

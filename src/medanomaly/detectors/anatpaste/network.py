@@ -37,6 +37,7 @@ class AnatPasteNet(nn.Module):
         weights: Path of a backbone state dict (None = the bundled weights).
         trainable_from: First layer that is fine-tuned; the stages before it are frozen. None = the backbone's
             :data:`DEFAULT_TRAINABLE_FROM` (everything for ``tiny``); ``"all"`` = the whole backbone.
+        density_layer: Layer whose pooled features the image Gaussian models (None = ``image_layer``).
     """
 
     def __init__(
@@ -47,13 +48,15 @@ class AnatPasteNet(nn.Module):
         pretrained: bool = True,
         weights: str | None = None,
         trainable_from: str | None = None,
+        density_layer: str | None = None,
     ) -> None:
         super().__init__()
         net = load_pretrained(backbone, weights) if pretrained and needs_weights(backbone) else build_backbone(backbone)
         names = net.layer_names
         default = DEFAULT_LAYERS.get(backbone, (names[-1], net.default_layers[-1]))
         self.image_layer, self.map_layer = image_layer or default[0], map_layer or default[1]
-        net.check_layers([self.image_layer, self.map_layer])
+        self.density_layer = density_layer or self.image_layer
+        net.check_layers([self.image_layer, self.map_layer, self.density_layer])
         self.backbone = net.to(memory_format=torch.channels_last)  # faster convolutions on a CPU
         first = trainable_from or DEFAULT_TRAINABLE_FROM.get(backbone, "all")
         self.trainable_from = names[0] if first == "all" else first
@@ -71,6 +74,11 @@ class AnatPasteNet(nn.Module):
         return self.backbone.channels[self.image_layer]
 
     @property
+    def density_channels(self) -> int:
+        """Size of the pooled feature behind the image score."""
+        return self.backbone.channels[self.density_layer]
+
+    @property
     def map_channels(self) -> int:
         """Channels of the local features."""
         return self.backbone.channels[self.map_layer]
@@ -82,29 +90,31 @@ class AnatPasteNet(nn.Module):
             module.eval()
         return self
 
-    def features(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def features(self, images: Tensor, pooled_layer: str | None = None) -> tuple[Tensor, Tensor]:
         """Local and pooled features.
 
         Args:
             images: (N, 1 or 3, H, W) float in [0, 1] (grey is replicated to 3 channels).
+            pooled_layer: Layer to pool (None = ``image_layer``, the head's input; ``density_layer`` for scoring).
 
         Returns:
-            (N, C_map, h, w) local features of the map layer and (N, C_image) pooled image features.
+            (N, C_map, h, w) local features of the map layer and (N, C) pooled features of ``pooled_layer``.
         """
+        pooled_layer = pooled_layer or self.image_layer
         x = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
         x = (x - self.mean) / self.std
         if x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        found, grad, frozen = {}, torch.is_grad_enabled(), True
+        wanted, found, grad, frozen = {self.map_layer, pooled_layer}, {}, torch.is_grad_enabled(), True
         for name, stage in self.backbone.stages():
             frozen = frozen and name != self.trainable_from
             with torch.set_grad_enabled(grad and not frozen):
                 x = stage(x)
-            if name in (self.map_layer, self.image_layer):
+            if name in wanted:
                 found[name] = x
-                if len(found) == 2 or self.map_layer == self.image_layer:
+                if len(found) == len(wanted):
                     break
-        return found[self.map_layer].contiguous(), found[self.image_layer].mean(dim=(2, 3))
+        return found[self.map_layer].contiguous(), found[pooled_layer].mean(dim=(2, 3))
 
     def forward(self, images: Tensor) -> Tensor:
         """(N,) logits of "pasted" for (N, C, H, W) images in [0, 1]."""
