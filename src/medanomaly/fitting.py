@@ -98,8 +98,9 @@ def plan_training(index: DatasetIndex, needs: frozenset[str], options: FitOption
         calibration_normal = index.select(split="val", normal=True)
     else:
         normal, calibration_normal = _hold_out(normal, options.calibration_fraction, rng)
-        if "abnormal" in needs:
-            abnormal, calibration_abnormal = _hold_out(abnormal, options.calibration_fraction, rng)
+        if "abnormal" in needs:  # held out only for a labelled rule: else they train (small labelled sets)
+            if _needs_abnormal(options.calibration):
+                abnormal, calibration_abnormal = _hold_out(abnormal, options.calibration_fraction, rng)
         elif "mixed" not in needs:  # a one-class method never trains on them: all may calibrate a labelled rule
             calibration_abnormal = list(abnormal)
     mixed: list[Sample] = []
@@ -167,6 +168,8 @@ def train_model(
     model.info["training"] = training_status(getattr(detector, "history_", None))
     if not model.training["converged"]:
         logger.warning("%s: %s", method, model.training["stopped_because"])
+    if getattr(detector, "warnings_", None):  # e.g. a classifier that collapsed to one class
+        model.info["warnings"] = list(detector.warnings_)
     if tuning is not None:
         model.info["tuning"] = tuning
     cal_normal = load(plan.calibration_normal, "calibration")

@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     print(f" images in {report.seconds:.1f} s ({status['stopped_because']})")
     if not status["converged"]:
         print(f"WARNING: {BUDGET_STOP}: raise --max-minutes or leave it out; the model is saved as not converged")
+    for warning in model.info.get("warnings", []):
+        print(f"WARNING: {warning}")
     threshold = model.threshold
     print(
         f"threshold {threshold.value:.6g} ({threshold.method} {threshold.params}) "

@@ -1,11 +1,15 @@
 """Supervised CNN classifier with a confidence (the chest X-ray source document's method).
 
 Trained on labelled normal and abnormal images with cross-entropy; the score is the softmax probability of the
-abnormal class, P(abnormal) in [0, 1], so the CLI prints ``CLASS: 97.12%``. Class imbalance is handled by class
-weights in the loss (default) or by oversampling the minority class; augmentation (flips, small rotations, shifts
-and zoom, contrast and brightness) is seeded; the validation split is stratified and early stopping watches the
-validation loss. The anomaly map is Grad-CAM of the abnormal class on the last convolutional layer, scaled by the
-probability, so the UI can show where the network looked.
+abnormal class, P(abnormal) in [0, 1], so the CLI prints ``CLASS: 97.12%``. By default the ImageNet-pretrained
+EfficientNet-Lite0 of :mod:`medanomaly.features` is fine-tuned (early stages frozen, the rest at a tenth of the
+head's learning rate): a few hundred labelled images are too few to learn a CNN from scratch. Class imbalance is
+handled by class weights in the loss (default) or by oversampling the minority class; augmentation (flips, small
+rotations, shifts and zoom, contrast and brightness) is seeded; the validation split is stratified with a floor
+(:mod:`~medanomaly.detectors.classifier.validation`) and early stopping watches the class-balanced validation loss.
+The fitted model is checked on that split and warns (``warnings_``, saved in model.json) when it calls nearly every
+image the same class. The anomaly map is Grad-CAM of the abnormal class on the last convolutional layer, scaled by
+the probability, so the UI can show where the network looked.
 Reference for the family: Kermany et al., "Identifying medical diagnoses and treatable diseases by image-based deep
 learning", Cell 2018, https://doi.org/10.1016/j.cell.2018.02.010.
 """
@@ -17,13 +21,13 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from medanomaly.detectors.classifier.augment import RandomAugment
 from medanomaly.detectors.classifier.gradcam import grad_cam, normalized_cam
 from medanomaly.detectors.classifier.network import BackboneClassifierNet, ClassifierNet, PretrainedFeatures
+from medanomaly.detectors.classifier.validation import collapse_report, collapse_warning, stratified_split
 from medanomaly.detectors.torch_base import TorchDetector
 from medanomaly.features import FeatureExtractor
 from medanomaly.registry import register
@@ -39,12 +43,16 @@ class CnnClassifier(TorchDetector):
     """Binary CNN classifier: normal (0) vs abnormal (1), score = P(abnormal).
 
     Args:
-        backbone: ``scratch`` (a small CNN, trains in minutes on a CPU) or ``efficientnet_lite0`` (fine-tune the
-            ImageNet-pretrained extractor of :mod:`medanomaly.features`, weights read from the installed package).
+        backbone: ``efficientnet_lite0`` (default: fine-tune the ImageNet-pretrained extractor of
+            :mod:`medanomaly.features`, weights read from the installed package), another backbone name of
+            :func:`medanomaly.features.available_backbones` (``tiny``: random, for tests), or ``scratch`` (a small
+            CNN trained from random weights, for research: it needs thousands of images).
         width: Channels of the first stage of the scratch CNN.
         depth: Stages of the scratch CNN (the last conv map is ``R / 2 ** (depth - 1)`` wide).
         backbone_layer: Extractor output feeding the head (None = its deepest).
         backbone_weights: Path of a state_dict for the backbone (None = the packaged pretrained weights).
+        frozen_through: Last backbone layer kept frozen (default ``blocks.4``: EfficientNet-Lite0's stem and first
+            three stages, up to stride 8); None fine-tunes every layer.
         dropout: Dropout before the linear layer.
         learning_rate: Adam learning rate (the pretrained backbone gets a tenth of it).
         weight_decay: Adam weight decay.
@@ -55,21 +63,24 @@ class CnnClassifier(TorchDetector):
         rotation: Largest rotation, degrees.
         shift: Largest translation, fraction of the side.
         contrast: Largest relative contrast change.
+        val_min_fraction: Floor of the validation share of each class (the trainer's ``val_fraction`` if larger).
+        val_min_per_class: Floor of validation images per class (at most half of a class).
         random_state: Seed of initialisation, split, shuffling and augmentation.
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"normal", "abnormal"})
     kind: ClassVar[str] = "classification"
-    tiny_params: ClassVar[dict[str, Any]] = {"width": 8, "depth": 3, "learning_rate": 3e-3}
+    tiny_params: ClassVar[dict[str, Any]] = {"backbone": "scratch", "width": 8, "depth": 3, "learning_rate": 3e-3}
     tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 10, "batch_size": 32}
 
     def __init__(
         self,
-        backbone: str = "scratch",
+        backbone: str = "efficientnet_lite0",
         width: int = 16,
         depth: int = 4,
         backbone_layer: str | None = None,
         backbone_weights: str | None = None,
+        frozen_through: str | None = "blocks.4",
         dropout: float = 0.2,
         learning_rate: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -79,6 +90,8 @@ class CnnClassifier(TorchDetector):
         rotation: float = 10.0,
         shift: float = 0.08,
         contrast: float = 0.2,
+        val_min_fraction: float = 0.2,
+        val_min_per_class: int = 10,
         random_state: int | None = 0,
     ) -> None:
         self.backbone = backbone
@@ -86,6 +99,7 @@ class CnnClassifier(TorchDetector):
         self.depth = depth
         self.backbone_layer = backbone_layer
         self.backbone_weights = backbone_weights
+        self.frozen_through = frozen_through
         self.dropout = dropout
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
@@ -95,6 +109,8 @@ class CnnClassifier(TorchDetector):
         self.rotation = rotation
         self.shift = shift
         self.contrast = contrast
+        self.val_min_fraction = val_min_fraction
+        self.val_min_per_class = val_min_per_class
         self.random_state = random_state
 
     # --- building ---------------------------------------------------------------------------------------------
@@ -122,10 +138,33 @@ class CnnClassifier(TorchDetector):
         trainer: Trainer | None = None,
         **kwargs: Any,
     ) -> CnnClassifier:
-        """Train on ``normal`` (label 0) and ``abnormal`` (label 1) images, (N, C, H, W) float32 in [0, 1]."""
+        """Train on ``normal`` (label 0) and ``abnormal`` (label 1) images, (N, C, H, W) float32 in [0, 1].
+
+        Afterwards ``validation_`` describes the model on the validation split (on the training images when there
+        is none) and ``warnings_`` says if it collapsed to one class (also logged as a warning).
+        """
         self._generator = torch.Generator().manual_seed(int(self.random_state or 0) + 7919)
         self._augmenter = RandomAugment(self.flip, self.rotation, self.shift, contrast=self.contrast)
-        return super().fit(normal, abnormal=abnormal, trainer=trainer)
+        super().fit(normal, abnormal=abnormal, trainer=trainer)
+        if self._val_set is not None:
+            self.validation_ = self._check(self._val_set, "validation")
+        else:
+            self.validation_ = self._check(self._train_set, "training")
+        self.warnings_ = [text] if (text := collapse_warning(self.validation_)) else []
+        for text in self.warnings_:
+            logger.warning(text)
+        del self._val_set, self._train_set
+        return self
+
+    @torch.no_grad()
+    def _check(self, dataset: Dataset, source: str) -> dict[str, Any]:
+        """:func:`collapse_report` of the fitted network on ``dataset`` (un-augmented)."""
+        self.network_.eval()
+        probabilities, labels = [], []
+        for images, batch_labels in DataLoader(dataset, batch_size=64):
+            probabilities.append(torch.softmax(self.network_(images.to(self.device)), dim=1)[:, 1].cpu())
+            labels.append(batch_labels)
+        return collapse_report(torch.cat(probabilities), torch.cat(labels), source)
 
     def make_datasets(
         self, normal: Tensor, mixed: Tensor | None, abnormal: Tensor | None, val_fraction: float
@@ -134,17 +173,21 @@ class CnnClassifier(TorchDetector):
         images = torch.cat([normal, abnormal])
         labels = torch.cat([torch.zeros(len(normal), dtype=torch.long), torch.ones(len(abnormal), dtype=torch.long)])
         dataset = TensorDataset(images, labels)
-        train_index, val_index = _stratified_split(labels, val_fraction, int(self.random_state or 0))
+        train_index, val_index = stratified_split(
+            labels, val_fraction, int(self.random_state or 0), self.val_min_fraction, self.val_min_per_class
+        )
         train_labels = labels[train_index]
         counts = torch.bincount(train_labels, minlength=2).clamp_min(1).float()
         self.class_weights_ = counts.sum() / (2 * counts) if self.balance == "weights" else torch.ones(2)
         if self.balance == "oversample":
             train_index = _oversample(train_index, train_labels, self._generator)
         logger.info(
-            "cnn_classifier: %d train (%s per class), %d validation", len(train_index), counts.tolist(), len(val_index)
-        )
-        val_set = Subset(dataset, val_index.tolist()) if len(val_index) else None
-        return Subset(dataset, train_index.tolist()), val_set
+            "cnn_classifier: %d train (%s per class), %d validation (%s per class)",
+            len(train_index), counts.tolist(), len(val_index), torch.bincount(labels[val_index], minlength=2).tolist(),
+        )  # fmt: skip
+        self._val_set = Subset(dataset, val_index.tolist()) if len(val_index) else None
+        self._train_set = Subset(dataset, sorted(set(train_index.tolist())))
+        return Subset(dataset, train_index.tolist()), self._val_set
 
     # --- training ---------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -189,21 +232,20 @@ class CnnClassifier(TorchDetector):
         maps = normalized_cam(cam, probabilities[:, 1])
         return Prediction(scores=probabilities[:, 1], anomaly_maps=maps, extras={"probabilities": probabilities})
 
+    def fitted_config(self) -> dict[str, Any]:
+        """Input shape, history, the validation check and its warnings."""
+        config = super().fitted_config()
+        config["validation"] = getattr(self, "validation_", None)
+        config["warnings"] = list(getattr(self, "warnings_", []))
+        return config
+
     def restore(self, fitted: dict[str, Any], state: dict[str, Tensor]) -> CnnClassifier:
         """Rebuild, load weights; the training-only class weights are not needed to score."""
         super().restore(fitted, state)
         self.class_weights_ = torch.ones(2)
+        self.validation_ = fitted.get("validation")
+        self.warnings_ = list(fitted.get("warnings", []))
         return self
-
-
-def _stratified_split(labels: Tensor, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Train and validation indices with both classes in the same proportions; no validation if too small."""
-    index = torch.arange(len(labels))
-    n_val = int(round(len(labels) * val_fraction))
-    if n_val < 2 or int(torch.bincount(labels, minlength=2).min()) < 2 or len(labels) - n_val < 2:
-        return index, index[:0]
-    train, val = train_test_split(index.numpy(), test_size=n_val, stratify=labels.numpy(), random_state=seed)
-    return torch.from_numpy(train), torch.from_numpy(val)
 
 
 def _oversample(index: Tensor, labels: Tensor, generator: torch.Generator) -> Tensor:
@@ -225,5 +267,5 @@ def _backbone_network(detector: CnnClassifier, pretrained: bool) -> nn.Module:
     extractor = FeatureExtractor(
         detector.backbone, [layer], weights=detector.backbone_weights, pretrained=pretrained, runtime="torch"
     )
-    features = PretrainedFeatures(extractor.backbone, layer)
+    features = PretrainedFeatures(extractor.backbone, layer, detector.frozen_through)
     return BackboneClassifierNet(features, extractor.out_channels[0], 2, detector.dropout)

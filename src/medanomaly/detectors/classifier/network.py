@@ -45,16 +45,25 @@ class PretrainedFeatures(nn.Module):
 
     Grey images are replicated to 3 channels and normalised as the backbone's weights expect. Batch-norm layers
     keep their pretrained statistics (eval mode) while the weights are fine-tuned: small batches would spoil them.
+    The stages up to ``frozen_through`` run without gradient, so their weights stay pretrained (their generic edges
+    and textures are what a few hundred images cannot relearn) and no backward pass is spent on them.
 
     Args:
         backbone: A :class:`medanomaly.features.backbone.Backbone` (e.g. ``FeatureExtractor(...).backbone``).
         layer: The layer whose output feeds the head.
+        frozen_through: Last frozen layer (a name of ``backbone.layer_names`` before ``layer``); None = none frozen.
     """
 
-    def __init__(self, backbone: nn.Module, layer: str):
+    def __init__(self, backbone: nn.Module, layer: str, frozen_through: str | None = None):
         super().__init__()
         self.backbone = backbone.requires_grad_(True)
         self.layer = layer
+        names = backbone.layer_names
+        backbone.check_layers([layer] if frozen_through is None else [layer, frozen_through])
+        if frozen_through is not None and names.index(frozen_through) >= names.index(layer):
+            msg = f"frozen_through={frozen_through!r} must come before the output layer {layer!r}"
+            raise ValueError(msg)
+        self.n_frozen = 0 if frozen_through is None else names.index(frozen_through) + 1
         self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1), persistent=False)
 
@@ -67,7 +76,14 @@ class PretrainedFeatures(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """(N, 1 or 3, R, R) in [0, 1] -> (N, F, R / stride, R / stride)."""
         x = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-        return self.backbone.forward_features((x - self.mean) / self.std, [self.layer])[0]
+        x = (x - self.mean) / self.std
+        for index, (name, stage) in enumerate(self.backbone.stages()):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and index >= self.n_frozen):
+                x = stage(x)
+            if name == self.layer:
+                return x
+        msg = f"layer {self.layer!r} not reached"
+        raise RuntimeError(msg)
 
 
 class BackboneClassifierNet(nn.Module):
