@@ -29,7 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--n-train", type=int, default=300, help="normal training phantoms (default 300)")
     parser.add_argument("--epochs", type=int, default=40, help="maximum epochs; early stopping may end sooner")
     parser.add_argument(
-        "--max-minutes", type=float, default=None, help="optional safety net; the demo is bound by epochs (default none)"
+        "--max-minutes", type=float, default=None,
+        help="optional safety net; the demo is bound by epochs (default none)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--serve", action="store_true", help="then open the web workstation on the demo's studies")

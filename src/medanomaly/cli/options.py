@@ -36,7 +36,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """--epochs, --max-minutes, --batch-size, --device, --patience, --checkpoint-dir, --seed."""
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int, default=50, help="maximum epochs (default 50)")
-    group.add_argument("--max-minutes", type=float, default=None, help="wall-clock safety net: training ends by it, and the model is then marked not converged")
+    group.add_argument(
+        "--max-minutes", type=float, default=None,
+        help="wall-clock safety net: training ends by it, and the model is then marked not converged",
+    )
     group.add_argument("--batch-size", type=int, default=32)
     group.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs (0 disables)")
     group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N, mps")

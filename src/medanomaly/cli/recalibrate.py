@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         if store.errors:
             raise ValueError(next(iter(store.errors.values())))
         row = recalibrate(db, store, store.default_name, args.calibrate, None, actor=f"cli:{getpass.getuser()}")
-    details = row.recalibration
+    details = row.recalibration or {}  # recalibrate() always records them
     before, after = details["before"], details["after"]
     print(
         f"{row.name} v{details['from_version']} -> v{row.version} ({args.calibrate}, {details['n_cases']} studies: "

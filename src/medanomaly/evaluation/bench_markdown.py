@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ _BUSY_LOAD = 0.5  # 1-minute load average above which the machine counts as shar
 
 
 def summary_markdown(
-    summary: list[dict[str, Any]], config: BenchConfig, environment: dict[str, Any], cell_loads: list[float] = ()
+    summary: list[dict[str, Any]], config: BenchConfig, environment: dict[str, Any], cell_loads: Sequence[float] = ()
 ) -> str:
     """The whole ``summary.md`` text; ``cell_loads`` are the 1-minute load averages at each cell's start."""
     lines = ["# Benchmark summary", "", *_protocol(config), "", *_machine(environment, list(cell_loads)), ""]
@@ -128,8 +129,10 @@ def _table_row(entry: dict[str, Any]) -> str:
 
 
 def _name(entry: dict[str, Any]) -> str:
-    """The method with † when it trains on labelled abnormal images, ‡ when on an unlabelled mixed set, § when the
-    time budget stopped the training of any seed before it converged."""
+    """The method's name, marked: † trains on labelled abnormal images, ‡ on an unlabelled mixed set.
+
+    § when the time budget stopped the training of any seed before it converged.
+    """
     trains_on = str(entry.get("trains_on") or "")
     marks = (" †" if "abnormal" in trains_on else "") + (" ‡" if "mixed" in trains_on else "")
     return entry["method"] + marks + (" §" if entry.get("seeds_budget_cut") else "")

@@ -93,7 +93,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "n_normal": ok[0].get("n_normal") if ok else None, "n_abnormal": ok[0].get("n_abnormal") if ok else None,
         }  # fmt: skip
         for key in _MEANS:
-            values = [row.get(key) for row in ok if _number(row.get(key))]
+            values = [float(row[key]) for row in ok if _number(row.get(key))]
             entry[key] = statistics.fmean(values) if values else None
         summary.append(entry)
     return summary

@@ -128,7 +128,8 @@ def plan_cells(config: BenchConfig, out: Path) -> list[Cell]:
         index = load_index(dataset.path, dataset.normal_label)
         _check_test_split(index)
         dataset = replace(dataset, normal_label=index.normal_label)
-        common = {"data": str(dataset.path), "normal_label": index.normal_label, "data_id": data_id(index)}
+        common: dict[str, Any] = {"data": str(dataset.path), "normal_label": index.normal_label}
+        common["data_id"] = data_id(index)
         common["examples"] = [str(path) for path in pick_examples(index, *config.n_examples)]
         for method in config.methods:
             for seed in range(config.seeds):

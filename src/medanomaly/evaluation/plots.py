@@ -151,7 +151,7 @@ def plot_score_histogram(
     for value, name, colour in ((0, "normal", _NORMAL_COLOUR), (1, "abnormal", _ABNORMAL_COLOUR)):
         group = s[(y == value) & np.isfinite(s)]
         if group.size:
-            ax.hist(group, bins=bins, alpha=0.55, color=colour, label=f"{name} (n={group.size})")
+            ax.hist(group, bins=bins.tolist(), alpha=0.55, color=colour, label=f"{name} (n={group.size})")
     if threshold is not None:
         ax.axvline(float(threshold), color="black", linestyle="--", linewidth=1.2, label=f"threshold {threshold:.4g}")
     ax.set(xlabel="Anomaly score (higher = more anomalous)", ylabel="Cases", title=title)

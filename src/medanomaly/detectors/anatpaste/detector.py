@@ -45,7 +45,8 @@ class AnatPaste(TorchDetector):
 
     Args:
         backbone: Backbone name (``efficientnet_lite0`` with offline ImageNet weights; ``tiny`` for tests).
-        image_layer: Layer pooled into the "pasted?" head's input (None = the backbone's default, EfficientNet ``head``).
+        image_layer: Layer pooled into the "pasted?" head's input (None = the backbone's default, EfficientNet
+            ``head``).
         density_layer: Layer pooled into the feature the image Gaussian models and the score comes from (None =
             ``image_layer``).
         map_layer: Layer of the local features behind the map (None = default, EfficientNet ``blocks.10``).
