@@ -135,7 +135,7 @@ def study_facts(study: Study) -> dict[str, Any]:
     spacing = meta.get("spacing")
     step = max(1, int(np.sqrt(pixels[0].size / 65536)))
     sample = np.asarray(pixels[:, ::step, ::step], dtype=np.float32)
-    p1, p50, p99 = (float(v) for v in np.percentile(sample, [1, 50, 99]))
+    p1, p50, p99 = (float(v) for v in np.nanpercentile(sample, [1, 50, 99]))
     return {
         "modality": _modality(meta.get("modality")),
         "body_part": _body_part(meta.get("body_part")),

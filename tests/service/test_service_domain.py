@@ -55,6 +55,17 @@ def test_out_of_domain_upload_gets_no_decision(app, rad, blank_png: Path, lesion
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
 
 
+def test_ct_and_colour_uploads_are_out_of_domain(app, rad, dicom_file: Path, tmp_path: Path) -> None:
+    rgb = tmp_path / "in" / "frame.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)).save(rgb)
+    ids = [rad.upload(path).json()["id"] for path in (dicom_file, rgb)]
+    app.state.jobs.run_pending()
+    results = [rad.client.get(f"/api/studies/{study_id}/result").json() for study_id in ids]
+    assert [r["status"] for r in results] == ["out_of_domain", "out_of_domain"]
+    assert all(r["abnormal"] is None and r["decision"] == "OUT OF DOMAIN" for r in results)
+    assert "colour image" in results[1]["domain_reason"]
+
+
 def test_opinion_on_an_out_of_domain_result_needs_a_label(app, rad, blank_png: Path) -> None:
     study_id = rad.upload(blank_png).json()["id"]
     app.state.jobs.run_pending()
