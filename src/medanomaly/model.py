@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import pickle  # only for the exception type torch.load raises on a corrupt file
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -29,6 +29,7 @@ from medanomaly.detectors.base import BaseDetector
 from medanomaly.domain import Domain
 from medanomaly.errors import ModelError
 from medanomaly.mapping import aggregate_slices, filter_map, topk_mean
+from medanomaly.model_schema import section_error, validate_config
 from medanomaly.registry import create
 from medanomaly.thresholds import Threshold
 from medanomaly.training.device import select_device
@@ -190,12 +191,18 @@ class Model:
         beside the old config; save again.
         """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=directory) as tmp:
-            torch.save(self.detector.state_dict(), Path(tmp) / _WEIGHTS)
-            (Path(tmp) / _CONFIG).write_text(json.dumps(self.config(), indent=2))
-            for name in (_WEIGHTS, _CONFIG):
-                shutil.move(str(Path(tmp) / name), directory / name)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=directory) as tmp:
+                torch.save(self.detector.state_dict(), Path(tmp) / _WEIGHTS)
+                (Path(tmp) / _CONFIG).write_text(json.dumps(self.config(), indent=2))
+                for name in (_WEIGHTS, _CONFIG):
+                    os.replace(Path(tmp) / name, directory / name)
+        except (OSError, RuntimeError) as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            msg = (f"{directory}: cannot write the model ({reason}); free disk space, fix the permissions or pass "
+                   "another --out")
+            raise ModelError(msg) from error
         return directory
 
     @classmethod
@@ -205,24 +212,29 @@ class Model:
         config = _read_config(directory)
         try:
             detector = create(config["method"], **config["params"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise section_error(directory / _CONFIG, "method/params", error) from None
+        if (directory / _WEIGHTS).stat().st_size == 0:
+            raise ModelError(f"{directory}/{_WEIGHTS}: the file is empty (0 bytes); retrain or restore the model")
+        try:
             state = torch.load(directory / _WEIGHTS, map_location="cpu", weights_only=True)
             detector.restore(config["fitted"], state)
         except KeyError as error:
             msg = f"{directory}: {error.args[0] if error.args else error}"
             raise ModelError(msg) from None
-        except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as error:
+        except (RuntimeError, OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as error:
             msg = f"{directory}/{_WEIGHTS}: cannot load the weights ({error}); retrain or restore the model directory"
             raise ModelError(msg) from None
         detector.to(select_device(device))
-        threshold = Threshold.from_dict(config["threshold"]) if config.get("threshold") else None
-        domain = Domain.from_dict(config["domain"]) if config.get("domain") else None
+        threshold = _section(directory, "threshold", Threshold.from_dict, config.get("threshold"))
+        domain = _section(directory, "domain", Domain.from_dict, config.get("domain"))
         if domain is None:
             logger.warning("%s: unknown domain (trained before domains were recorded): studies of any modality or "
                            "body part will be scored; retrain to have out-of-domain studies refused", directory)
         return cls(
             detector,
-            Preprocessing.from_dict(config["preprocessing"]),
-            Postprocessing(**config.get("postprocessing", {})),
+            _section(directory, "preprocessing", Preprocessing.from_dict, config["preprocessing"]),
+            Postprocessing(**config.get("postprocessing") or {}),
             threshold,
             config.get("info", {}),
             domain,
@@ -260,10 +272,21 @@ def _read_config(directory: Path) -> dict[str, Any]:
     except json.JSONDecodeError as error:
         msg = f"{config_path}: corrupt model config ({error.msg} at line {error.lineno}); retrain the model"
         raise ModelError(msg) from None
+    validate_config(config_path, config)
     if config.get("format_version", 0) > FORMAT_VERSION:
         msg = f"{config_path}: written by a newer medanomaly ({config.get('medanomaly_version')}); upgrade to read it"
         raise ModelError(msg)
     return config
+
+
+def _section(directory: Path, name: str, parse: Callable[[Any], Any], value: Any) -> Any:
+    """``parse(value)`` of one ``model.json`` section (None when absent); ModelError naming the section."""
+    if not value:
+        return None
+    try:
+        return parse(value)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise section_error(directory / _CONFIG, name, error) from None
 
 
 def _jsonable(value: Any) -> Any:

@@ -30,6 +30,7 @@ def overlay_stems(paths: list[str]) -> list[str]:
 def write_all_overlays(results: list[StudyResult], out_dir: Path) -> list[Failure]:
     """Write the overlays of every result that has maps; a write error (disk full, permissions) becomes a Failure."""
     failures: list[Failure] = []
+    _sweep_partials(out_dir)
     for result, stem in zip(results, overlay_stems([r.path for r in results]), strict=True):
         if result.anomaly_maps is None:
             continue
@@ -40,6 +41,24 @@ def write_all_overlays(results: list[StudyResult], out_dir: Path) -> list[Failur
             failures.append(Failure(result.path, f"scored, but its overlay could not be written to {out_dir}: "
                                     f"{reason} (free disk space, fix the permissions or choose another --maps)"))
     return failures
+
+
+def _sweep_partials(out_dir: Path) -> None:
+    """Delete the hidden temporaries that a killed run (kill -9, power loss) left in ``out_dir``."""
+    for stale in out_dir.glob(".*.partial.png") if out_dir.is_dir() else []:
+        pid = stale.name.rsplit(".partial", 1)[0].rsplit(".", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager

@@ -184,6 +184,13 @@ def _dicom_header(path: Path) -> tuple[_Member, str | None] | None:
     try:
         ds = dicom.read_dataset(path, header_only=True)
         if not dicom.has_image(ds):
+            if not dicom_header.sop_class_name(ds) and "Modality" not in ds:
+                raise InputError(path, "not a readable DICOM file (no SOP class, modality or image)",
+                                 "the file is truncated or corrupt; copy or export it again")
+            if dicom.expects_image(ds):
+                raise InputError(path, f"DICOM file ({dicom_header.sop_class_name(ds)}) has no image attributes",
+                                 "the file is truncated or corrupt; copy or export it again")
+            logger.info("not a study: %s holds no image (%s)", path, dicom_header.sop_class_name(ds))
             return None
         member = (path, dicom_header.shape_key(ds), dicom_header.count(ds, "NumberOfFrames", 1))
         return member, dicom_header.text(ds.get("SeriesInstanceUID"))
