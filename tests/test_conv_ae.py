@@ -27,6 +27,9 @@ def test_network_shapes() -> None:
     images = torch.rand(2, 3, 64, 64)
     assert net(images).shape == images.shape
     assert net.encode(images).shape == (2, 10)
+    mlp = ConvAutoencoderNet(in_channels=1, resolution=32, depth=3, width=4, latent_dim=6, hidden_dim=20)
+    small = torch.rand(3, 1, 32, 32)
+    assert mlp(small).shape == small.shape and mlp.encode(small).shape == (3, 6)
     with pytest.raises(ValueError, match="divisible"):
         ConvAutoencoderNet(1, 60, depth=3)
 
@@ -44,10 +47,30 @@ def test_ranks_planted_lesions_above_normals(fitted, phantom_test) -> None:
     assert np.mean(peaks_inside) >= 0.8
 
 
-def test_mae_score_is_the_mean_of_the_map(fitted, phantom_test) -> None:
-    prediction = fitted.score(phantom_test[0][:4])
-    expected = prediction.anomaly_maps.flatten(1).mean(1)
+def test_score_is_the_mean_of_the_map_inside_the_foreground(fitted, phantom_test) -> None:
+    images = phantom_test[0][:4]
+    prediction = fitted.score(images)
+    mask = prediction.extras["mask"]
+    assert 0.2 < mask.mean() < 0.95  # phantoms: a body on a dark background, outlined
+    assert (prediction.anomaly_maps[mask == 0] == 0).all()
+    expected = prediction.anomaly_maps.flatten(1).sum(1) / mask.flatten(1).sum(1)
     torch.testing.assert_close(prediction.scores, expected)
+    reconstruction = prediction.extras["reconstruction"]
+    whole = ((images - reconstruction) ** 2).mean(dim=(1, 2, 3))
+    assert fitted.foreground_ == "outline"  # resolved once from the training phantoms' dark frames
+    fitted.foreground_ = "none"
+    try:
+        torch.testing.assert_close(fitted.score(images).scores, whole)  # the source's rule: the whole image
+    finally:
+        fitted.foreground_ = "outline"
+
+
+def test_unknown_scoring_settings_fail_before_training(phantom_train) -> None:
+    for params, match in (({"foreground": "kidney"}, "available"), ({"score_rule": "max"}, "score_rule")):
+        with pytest.raises(ValueError, match=match):
+            create("conv_ae", depth=2, width=4, latent_dim=8, **params).fit(
+                phantom_train[:8], trainer=Trainer(TrainConfig(max_epochs=1, progress=False))
+            )
 
 
 def test_score_is_deterministic_and_does_not_mutate(fitted, phantom_test) -> None:

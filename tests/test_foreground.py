@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from medanomaly.detectors.residual_score import masked_scores, resolve_foreground
 from medanomaly.transforms.foreground import available_masks, has_dark_frame, masks
 
 
@@ -46,3 +48,26 @@ def test_empty_images_fall_back_to_the_whole_image_and_names_are_checked() -> No
     assert {"auto", "outline", "body", "lung", "none"} <= set(available_masks())
     with pytest.raises(ValueError, match="available"):
         masks(np.zeros((1, 1, 16, 16), np.float32), "kidney")
+
+
+def test_auto_is_resolved_once_per_training_set() -> None:
+    heads = torch.from_numpy(np.stack([_head()] * 5)[:, None])
+    radiographs = torch.rand(5, 1, 64, 64) * 0.6 + 0.3
+    assert resolve_foreground("auto", heads) == "outline"
+    assert resolve_foreground("auto", radiographs) == "none"
+    assert resolve_foreground("lung", heads) == "lung"
+
+
+def test_scores_count_only_the_foreground() -> None:
+    images = torch.from_numpy(_head()[None, None])
+    residual = torch.full((1, 64, 64), 0.1)
+    residual[0, :6] = 5.0  # a bright error band in the background (text, border)
+    residual[0, 28:34, 20:26] = 1.0  # a lesion inside
+    scores, maps, mask = masked_scores(residual, images, "outline", "mean", 0.1)
+    inside = mask[0].bool()
+    assert (maps[0][~inside] == 0).all() and maps[0][inside].max() == 1.0
+    torch.testing.assert_close(scores, residual[0][inside].mean().reshape(1))
+    top, _, _ = masked_scores(residual, images, "outline", "topk", 36 / inside.sum().item())
+    assert 0.5 < top.item() <= 1.0  # the lesion (median-filtered), not the background band
+    whole, _, _ = masked_scores(residual, images, "none", "mean", 0.1)
+    torch.testing.assert_close(whole, residual.mean().reshape(1))

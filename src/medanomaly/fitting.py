@@ -21,10 +21,11 @@ from medanomaly.domain import build_domain, score_quantiles
 from medanomaly.io import find_studies
 from medanomaly.model import Model, Postprocessing
 from medanomaly.pipeline import read_studies, score_studies
-from medanomaly.registry import create
+from medanomaly.registry import create, detector_class
 from medanomaly.thresholds import calibrate, parse_calibration
 from medanomaly.training import TrainConfig, Trainer, training_status
 from medanomaly.transforms import Preprocessing
+from medanomaly.transforms.presets import apply_preset, choose_preset, preset_from_header
 from medanomaly.types import Study
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class FitOptions:
         mixed_dir: Folder of unlabelled images forming the mixed set.
         mixed_from_train: Fraction of train normals moved into the mixed set, with all train abnormals.
         tune_with: Labelled folder (normals + a few anomalies) for the method's hyper-parameter search, if it has one.
+        preset: Modality preset (:mod:`medanomaly.transforms.presets`) filling in the window and the foreground mask
+            left at their defaults; ``auto`` reads it from the first training study's DICOM header.
         modality: Modalities of the training images (``"DX,CR"``) for the model's domain, when the files (PNG) do
             not say; overrides DICOM headers.
         body_part: Body parts of the training images (``"CHEST"``), likewise.
@@ -80,6 +83,7 @@ class FitOptions:
     mixed_dir: str | None = None
     mixed_from_train: float | None = None
     tune_with: str | None = None
+    preset: str | None = "auto"
     modality: str | None = None
     body_part: str | None = None
     random_state: int = 0
@@ -142,6 +146,7 @@ def train_model(
     options = options or FitOptions()
     started = time.monotonic()
     index = load_index(data, normal_label)
+    options, preset = _with_preset(options, method, index)
     detector = create(method, **{"random_state": options.random_state, **options.params})
     plan = plan_training(index, detector.needs, options)
     _check_plan(plan, detector.needs, index, options.calibration)
@@ -170,6 +175,7 @@ def train_model(
         logger.warning("%s: %s", method, model.training["stopped_because"])
     if getattr(detector, "warnings_", None):  # e.g. a classifier that collapsed to one class
         model.info["warnings"] = list(detector.warnings_)
+    model.info["preset"] = preset
     if tuning is not None:
         model.info["tuning"] = tuning
     cal_normal = load(plan.calibration_normal, "calibration")
@@ -195,6 +201,20 @@ def train_model(
         model.save(out)
     failures = [f for loaded in (normal, abnormal, mixed, cal_normal) for f in loaded.failures] + read_failures
     return TrainingReport(model, used, failures, time.monotonic() - started)
+
+
+def _with_preset(options: FitOptions, method: str, index: DatasetIndex) -> tuple[FitOptions, dict[str, Any]]:
+    """Options with the modality preset applied, and its record for ``model.info["preset"]``."""
+    example = index.samples[0].path if index.samples else None
+    preset, source = choose_preset(options.preset, example)
+    given = getattr(options, "modality", None)  # stated for header-less files (PNG)
+    if source.startswith("default") and given:
+        modality = given.split(",")[0].strip()
+        preset = preset_from_header({"modality": modality, "body_part": getattr(options, "body_part", None)})
+        source = "--modality/--body-part"
+    preprocessing, params = apply_preset(preset, options.preprocessing, options.params, detector_class(method))
+    logger.info("preset %s (%s)", preset.name, source)
+    return replace(options, preprocessing=preprocessing, params=params), {**preset.to_dict(), "source": source}
 
 
 def _needs_abnormal(spec: str | None) -> bool:

@@ -20,6 +20,9 @@ from medanomaly.pipeline import score_paths
 from medanomaly.training import TrainConfig
 from medanomaly.transforms import Preprocessing
 
+#: conv_ae settings the demo was sized with (before the 64 px MLP-bottleneck defaults): an L1 map of the whole image.
+_DEMO_AE = {"hidden_dim": 0, "loss": "l1", "weight_decay": 1e-5, "foreground": "none"}
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the subcommand."""
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     data = write_phantom_dataset(out / "data", n_train=args.n_train, size=args.size, seed=args.seed)
     print(f"phantom data set: {data} (train/NORMAL, val/NORMAL, test/NORMAL + test/LESION with masks)")
     options = FitOptions(
-        params={"depth": 3, "width": 16, "latent_dim": 64},
+        params={"depth": 3, "width": 16, "latent_dim": 64, **_DEMO_AE},
         preprocessing=Preprocessing(resolution=args.size, normalize="minmax"),
         postprocessing=Postprocessing(median_size=3, score_from="map_topk"),
         train=TrainConfig(max_epochs=args.epochs, max_minutes=args.max_minutes, batch_size=32, patience=10),

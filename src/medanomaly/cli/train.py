@@ -17,6 +17,7 @@ from medanomaly.data.loading import describe_failures
 from medanomaly.fitting import FitOptions, train_model
 from medanomaly.registry import available
 from medanomaly.training import BUDGET_STOP
+from medanomaly.transforms.presets import PRESETS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,6 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mixed", default=None, help="folder of unlabelled images (methods that learn from a mix)")
     parser.add_argument("--mixed-from-train", type=float, default=None, help="fraction of train normals mixed in")
     parser.add_argument("--tune-with", default=None, metavar="DIR", help="labelled normals + 10-20 anomalies: tune")
+    parser.add_argument(
+        "--preset",
+        default="auto",
+        choices=("auto", *PRESETS),
+        help="modality preset: CT window and foreground mask (default auto: from the DICOM header, else generic)",
+    )
     parser.add_argument("--modality", default=None, help="modality of the images, e.g. DX or DX,CR (PNG data sets; "
                         "recorded in the model's domain, overrides DICOM headers)")
     parser.add_argument("--body-part", default=None, help="body part of the images, e.g. CHEST (likewise)")
@@ -44,13 +51,14 @@ def run(args: argparse.Namespace) -> int:
     """Train and print a short summary."""
     options = FitOptions(
         params=parse_params(args.param),
-        preprocessing=preprocessing_from(args),
+        preprocessing=preprocessing_from(args, args.method),
         postprocessing=postprocessing_from(args),
-        train=train_config_from(args),
+        train=train_config_from(args, args.method),
         calibration=args.calibrate,
         mixed_dir=args.mixed,
         mixed_from_train=args.mixed_from_train,
         tune_with=args.tune_with,
+        preset=args.preset,
         modality=args.modality,
         body_part=args.body_part,
         random_state=args.seed,
@@ -78,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"tuned on {tuning['data']}: chose {tuning['chosen']} (AUROC {best:.4f}, {len(tuning['trials'])} tried)")
     if model.domain is not None:
         print(f"domain: {model.domain.describe()} ({model.domain.n_studies} studies recorded)")
+    preset = model.info.get("preset") or {}
+    print(f"preset {preset.get('name')} ({preset.get('source')}), resolution {model.preprocessing.resolution}")
     print(f"saved {args.out}")
     if report.failures:
         print(describe_failures(report.failures))

@@ -33,6 +33,10 @@ class BaseDetector:
     tiny_params: ClassVar[dict[str, Any]] = {}
     #: Training settings the tiny variant needs (e.g. {"max_epochs": 3}); merged into TrainConfig by callers.
     tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 3}
+    #: Input side ``medanomaly train`` uses when ``--resolution`` is not given (None: the CLI's 128).
+    default_resolution: ClassVar[int | None] = None
+    #: The method's own schedule (``max_epochs``, ``patience``, ``batch_size``) when the CLI flags are not given.
+    default_train: ClassVar[dict[str, Any]] = {}
 
     # --- hyper-parameters -------------------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """Symmetric ConvNet encoder / DeConvNet decoder with a dense bottleneck.
 
-Built from MONAI's ``Convolution`` blocks (conv + batch norm + activation; transposed in the decoder).
+Built from MONAI's ``Convolution`` blocks (conv + batch norm + activation; transposed in the decoder). With
+``hidden_dim`` the bottleneck is a small MLP (linear, batch norm, ReLU, linear) on each side, the layout of the
+MedIAnomaly benchmark's AE (Cai et al. 2024, https://arxiv.org/abs/2404.04518).
 """
 
 from __future__ import annotations
 
-import torch
 from monai.networks.blocks import Convolution
 from torch import Tensor, nn
 
@@ -19,9 +20,18 @@ class ConvAutoencoderNet(nn.Module):
         depth: Number of stride-2 stages in the encoder (and the decoder).
         width: Channels of the first stage; doubled at each stage, capped at ``8 * width``.
         latent_dim: Size of the bottleneck vector.
+        hidden_dim: Width of the MLP layer on each side of the bottleneck; 0 = a single linear layer each way.
     """
 
-    def __init__(self, in_channels: int, resolution: int, depth: int = 4, width: int = 32, latent_dim: int = 128):
+    def __init__(
+        self,
+        in_channels: int,
+        resolution: int,
+        depth: int = 4,
+        width: int = 32,
+        latent_dim: int = 128,
+        hidden_dim: int = 0,
+    ):
         super().__init__()
         if resolution % (2**depth):
             msg = f"resolution {resolution} must be divisible by 2**depth = {2**depth}"
@@ -34,8 +44,8 @@ class ConvAutoencoderNet(nn.Module):
         for out in channels:
             encoder.append(_block(previous, out))
             previous = out
-        self.encoder = nn.Sequential(*encoder, nn.Flatten(), nn.Linear(flat, latent_dim))
-        decoder: list[nn.Module] = [nn.Linear(latent_dim, flat), nn.Unflatten(1, self.bottom)]
+        self.encoder = nn.Sequential(*encoder, nn.Flatten(), *_dense(flat, latent_dim, hidden_dim))
+        decoder: list[nn.Module] = [*_dense(latent_dim, flat, hidden_dim), nn.Unflatten(1, self.bottom)]
         for out in reversed([in_channels, *channels[:-1]]):
             decoder.append(_block(previous, max(out, width // 2), transposed=True))
             previous = max(out, width // 2)
@@ -51,6 +61,12 @@ class ConvAutoencoderNet(nn.Module):
         return self.decoder(self.encoder(images))
 
 
+def _dense(in_features: int, out_features: int, hidden: int) -> list[nn.Module]:
+    if not hidden:
+        return [nn.Linear(in_features, out_features)]
+    return [nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, out_features)]
+
+
 def _block(in_channels: int, out_channels: int, transposed: bool = False) -> nn.Module:
     return Convolution(
         spatial_dims=2,
@@ -64,8 +80,3 @@ def _block(in_channels: int, out_channels: int, transposed: bool = False) -> nn.
         norm="batch",
         is_transposed=transposed,
     )
-
-
-def reconstruction_error(images: Tensor, reconstruction: Tensor) -> Tensor:
-    """Per-pixel absolute error averaged over channels: (N, C, H, W) x 2 -> (N, H, W)."""
-    return torch.abs(images - reconstruction).mean(dim=1)

@@ -27,6 +27,7 @@ from medanomaly.detectors.perceptual_ae.network import (
     count_stages,
     progress_at,
 )
+from medanomaly.detectors.residual_score import check_scoring, masked_scores, resolve_foreground
 from medanomaly.detectors.torch_base import TorchDetector
 from medanomaly.features import FeatureExtractor
 from medanomaly.features.backbones import build_backbone
@@ -58,11 +59,18 @@ class PerceptualAutoencoder(TorchDetector):
             over the first half of ``max_epochs``. Growth is counted in images seen, never in wall-clock time, so
             a run ends at the same weights on a busy machine as on an idle one.
         learning_rate: Adam learning rate (1e-3 as in the source).
+        foreground: Mask the score and map are restricted to (:mod:`medanomaly.transforms.foreground`; ``auto``:
+            decided once per training set, the head/body ``outline`` when most images have a dark frame, else
+            ``none``, the source's rule). The resolved choice is ``foreground_``, saved with the model.
+        score_rule: ``mean`` distance over the foreground, or ``topk``: mean of its largest ``topk_fraction``.
+        topk_fraction: Share of the foreground averaged by ``score_rule="topk"``.
         random_state: Seed of initialisation, split and shuffling.
     """
 
     tiny_params: ClassVar[dict[str, Any]] = {"backbone": "tiny", "width": 8, "latent_dim": 32, "start_resolution": 8}
     tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 16, "batch_size": 32}
+    #: The practical CPU resolution (the source also used 64 px for NIH chest X-rays): growth 8 -> 64.
+    default_resolution: ClassVar[int | None] = 64
 
     def __init__(
         self,
@@ -75,6 +83,9 @@ class PerceptualAutoencoder(TorchDetector):
         start_resolution: int = 8,
         stage_epochs: float | None = None,
         learning_rate: float = 1e-3,
+        foreground: str = "auto",
+        score_rule: str = "mean",
+        topk_fraction: float = 0.1,
         random_state: int | None = 0,
     ) -> None:
         self.backbone = backbone
@@ -86,6 +97,9 @@ class PerceptualAutoencoder(TorchDetector):
         self.start_resolution = start_resolution
         self.stage_epochs = stage_epochs
         self.learning_rate = learning_rate
+        self.foreground = foreground
+        self.score_rule = score_rule
+        self.topk_fraction = topk_fraction
         self.random_state = random_state
 
     # --- building ---------------------------------------------------------------------------------------------
@@ -94,6 +108,8 @@ class PerceptualAutoencoder(TorchDetector):
         if height != width:
             msg = f"perceptual_ae needs square inputs, got {height}x{width}"
             raise ValueError(msg)
+        check_scoring(self.foreground, self.score_rule, self.topk_fraction)
+        self.foreground_ = fitted.get("foreground", self.foreground)
         count_stages(height, self.start_resolution)
         self.network_ = ProgressiveAutoencoderNet(channels, height, self.start_resolution, self.width, self.latent_dim)
         layer = self.perceptual_layer or build_backbone(self.backbone).default_layers[0]
@@ -116,6 +132,7 @@ class PerceptualAutoencoder(TorchDetector):
         """Input shape, history, the growth schedule and the backbone weights' fingerprint."""
         config = super().fitted_config()
         config["stage_images"] = self.stage_images_
+        config["foreground"] = self.foreground_
         config["backbone_weights_id"] = self.distance_.extractor.weights_id
         return config
 
@@ -133,6 +150,7 @@ class PerceptualAutoencoder(TorchDetector):
         trainer = trainer or Trainer()
         self._max_epochs = trainer.config.max_epochs
         super().fit(normal, trainer=trainer)
+        self.foreground_ = resolve_foreground(self.foreground, normal)
         reached = (int(self.network_.stage), float(self.network_.alpha))
         if reached != (self.network_.n_stages - 1, 1.0):
             logger.warning(
@@ -188,11 +206,14 @@ class PerceptualAutoencoder(TorchDetector):
         self.network_.eval()
         images = images.to(self.device)
         reconstruction = self._reconstruct(images)
-        scores, maps = self.distance_(reconstruction, images)
-        return Prediction(scores=scores, anomaly_maps=maps, extras={"reconstruction": reconstruction})
+        distance = self.distance_(reconstruction, images)[1]
+        scores, maps, mask = masked_scores(distance, images, self.foreground_, self.score_rule, self.topk_fraction)
+        return Prediction(scores=scores, anomaly_maps=maps, extras={"reconstruction": reconstruction, "mask": mask})
 
     def restore(self, fitted: dict[str, Any], state: dict[str, Tensor]) -> PerceptualAutoencoder:
         """Rebuild and load; warn when the backbone weights differ from those used in training."""
+        if "foreground" not in fitted:  # saved before foreground masks: scored the whole image
+            self.foreground = "none"
         super().restore(fitted, state)
         saved, current = fitted.get("backbone_weights_id"), self.distance_.extractor.weights_id
         if saved is not None and saved != current:
