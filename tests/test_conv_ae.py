@@ -49,7 +49,12 @@ def test_ranks_planted_lesions_above_normals(fitted, phantom_test) -> None:
 
 def test_score_is_the_mean_of_the_map_inside_the_foreground(fitted, phantom_test) -> None:
     images = phantom_test[0][:4]
-    prediction = fitted.score(images)
+    assert fitted.score_rule == "topk"  # the default: mean of the top 10 % of the foreground
+    fitted.score_rule = "mean"
+    try:
+        prediction = fitted.score(images)
+    finally:
+        fitted.score_rule = "topk"
     mask = prediction.extras["mask"]
     assert 0.2 < mask.mean() < 0.95  # phantoms: a body on a dark background, outlined
     assert (prediction.anomaly_maps[mask == 0] == 0).all()
@@ -58,11 +63,11 @@ def test_score_is_the_mean_of_the_map_inside_the_foreground(fitted, phantom_test
     reconstruction = prediction.extras["reconstruction"]
     whole = ((images - reconstruction) ** 2).mean(dim=(1, 2, 3))
     assert fitted.foreground_ == "outline"  # resolved once from the training phantoms' dark frames
-    fitted.foreground_ = "none"
+    fitted.foreground_, fitted.score_rule = "none", "mean"
     try:
         torch.testing.assert_close(fitted.score(images).scores, whole)  # the source's rule: the whole image
     finally:
-        fitted.foreground_ = "outline"
+        fitted.foreground_, fitted.score_rule = "outline", "topk"
 
 
 def test_unknown_scoring_settings_fail_before_training(phantom_train) -> None:

@@ -62,7 +62,7 @@ class ConvAutoencoder(TorchDetector):
         weight_decay: float = 0.0,
         loss: str = "l2",
         foreground: str = "auto",
-        score_rule: str = "mean",
+        score_rule: str = "topk",
         topk_fraction: float = 0.1,
         random_state: int | None = 0,
     ) -> None:
