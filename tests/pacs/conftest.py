@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from medanomaly.data.synthetic import make_phantom, make_phantom_set, make_phantom_volume
 from medanomaly.fitting import calibrate_model
 from medanomaly.model import Model, Postprocessing
+from medanomaly.pacs.settings import PacsSettings
 from medanomaly.registry import create
 from medanomaly.training import TrainConfig, Trainer
 from medanomaly.transforms import Preprocessing
@@ -76,6 +77,19 @@ class OrthancServer:
     password: str
     dicom_port: int = 0
     aet: str = "ORTHANC"
+
+    def settings(self, workdir: Path, **changes: object) -> PacsSettings:
+        """Settings to reach this Orthanc over DICOMweb (quick retries, long timeout for a busy machine)."""
+        base = PacsSettings(
+            url=self.dicomweb,
+            user=self.user,
+            password=self.password,
+            workdir=workdir,
+            retries=2,
+            backoff=0.05,
+            timeout=60,
+        )
+        return replace(base, **changes)  # type: ignore[arg-type]
 
     def rest(self, path: str) -> object:
         """GET one Orthanc REST resource as JSON."""

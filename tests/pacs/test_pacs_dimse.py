@@ -28,11 +28,8 @@ pytestmark = [pytest.mark.integration]
 
 @pytest.fixture
 def settings(orthanc, tmp_path, port_factory) -> PacsSettings:
-    return PacsSettings(
-        url=orthanc.dicomweb,
-        user=orthanc.user,
-        password=orthanc.password,
-        workdir=tmp_path,
+    return orthanc.settings(
+        tmp_path,
         ae_title="MEDANOMALY",
         listen_host="127.0.0.1",
         listen_port=port_factory(),

@@ -61,16 +61,7 @@ class Processed:
 @pytest.fixture(scope="module")
 def processed(orthanc, pacs_model_dir, philips_ct, make_dx, make_ct, tmp_path_factory) -> Processed:
     work = tmp_path_factory.mktemp("pacs-work")
-    settings = PacsSettings(
-        url=orthanc.dicomweb,
-        user=orthanc.user,
-        password=orthanc.password,
-        workdir=work,
-        retries=2,
-        backoff=0.05,
-        timeout=60,
-        keep_downloads=True,
-    )
+    settings = orthanc.settings(work, keep_downloads=True)
     client = PacsClient(settings)
     sources = {"philips": philips_ct, "dx": make_dx(seed=3), "ct": make_ct(seed=4)}
     for datasets in sources.values():

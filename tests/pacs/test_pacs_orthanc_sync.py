@@ -23,15 +23,7 @@ pytestmark = [pytest.mark.integration]
 
 @pytest.fixture
 def settings(orthanc, tmp_path) -> PacsSettings:
-    return PacsSettings(
-        url=orthanc.dicomweb,
-        user=orthanc.user,
-        password=orthanc.password,
-        workdir=tmp_path,
-        retries=2,
-        backoff=0.05,
-        timeout=60,
-    )
+    return orthanc.settings(tmp_path)
 
 
 def _series(orthanc, study_uid: str) -> list[dict]:

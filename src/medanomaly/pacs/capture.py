@@ -56,15 +56,15 @@ def overlay_slices(
     Returns:
         [(slice index, (H, W, 3) uint8 RGB)], most anomalous slice first.
     """
-    maps = original_maps(result) if maps is None else maps
-    order = np.argsort(-np.asarray(result.slice_scores))[:max_slices]
+    order = [int(i) for i in np.argsort(-np.asarray(result.slice_scores))[:max_slices]]
+    chosen = original_maps(result, order) if maps is None else maps[order]
     pictures = []
-    for index in order:
-        image = result.geometry.to_original(result.images[int(index)]).transpose(1, 2, 0)
+    for index, heat in zip(order, chosen, strict=True):
+        image = result.geometry.to_original(result.images[index]).transpose(1, 2, 0)
         image = image[..., 0] if image.shape[-1] == 1 else image
-        high = float(maps[index].max())
+        high = float(heat.max())
         vmin = threshold if threshold is not None and threshold < high else None
-        pictures.append((int(index), overlay(image, maps[index], vmin=vmin, vmax=high, mask_below=vmin)))
+        pictures.append((index, overlay(image, heat, vmin=vmin, vmax=high, mask_below=vmin)))
     return pictures
 
 

@@ -273,15 +273,21 @@ class PacsClient:
 
     # --- WADO-RS / STOW-RS -----------------------------------------------------------------------------------
     def retrieve_series(self, study_uid: str, series_uid: str, folder: Path) -> list[Path]:
-        """Download one series into ``folder`` as ``<SOPInstanceUID>.dcm`` files; returns the paths."""
-        datasets = self.call(f"retrieve series {series_uid}", lambda: self.web.retrieve_series(study_uid, series_uid))
+        """Download one series into ``folder`` as ``<SOPInstanceUID>.dcm`` files; returns the paths.
+
+        Instances are streamed (``iter_series``) and written one by one: a long series is never held in memory.
+        """
         folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for dataset in datasets:
-            path = folder / f"{dataset.SOPInstanceUID}.dcm"
-            dataset.save_as(path, enforce_file_format=True)
-            paths.append(path)
-        return paths
+
+        def download() -> list[Path]:
+            paths = []
+            for dataset in self.web.iter_series(study_uid, series_uid):
+                path = folder / f"{dataset.SOPInstanceUID}.dcm"
+                dataset.save_as(path, enforce_file_format=True)
+                paths.append(path)
+            return paths
+
+        return self.call(f"retrieve series {series_uid}", download)
 
     def store(self, datasets: list[Dataset]) -> None:
         """Store instances of one study (STOW-RS).

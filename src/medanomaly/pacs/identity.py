@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -212,11 +213,14 @@ def to_source_box(result: StudyResult, finding: Finding) -> tuple[float, float, 
     return tuple(float(np.clip(v, 0, limit)) for v, limit in zip(box, (height, width, height, width), strict=True))
 
 
-def original_maps(result: StudyResult) -> np.ndarray:
-    """The filtered anomaly maps resampled onto the source slices' pixel grid.
+def original_maps(result: StudyResult, indices: Iterable[int] | None = None) -> np.ndarray:
+    """The filtered anomaly maps of some (default: all) slices resampled onto the source slices' pixel grid.
+
+    One slice at a time, so memory stays at the output's size (resampling a whole volume at once works in float64:
+    2 GB for 1000 slices of 512 x 512).
 
     Returns:
-        (S, H, W) float32, same values as the model-space maps (bilinear).
+        (len(indices), H, W) float32, same values as the model-space maps (bilinear).
 
     Raises:
         ValueError: The method produces no anomaly map.
@@ -224,4 +228,9 @@ def original_maps(result: StudyResult) -> np.ndarray:
     if result.anomaly_maps is None:
         msg = f"{result.model.get('method')}: the method produces no anomaly map; no SEG or heat-map can be made"
         raise ValueError(msg)
-    return result.geometry.to_original(np.asarray(result.anomaly_maps, dtype=np.float32), order=1)
+    maps = result.anomaly_maps
+    wanted = range(len(maps)) if indices is None else list(indices)
+    resampled = np.empty((len(wanted), *result.geometry.original_shape), dtype=np.float32)
+    for row, index in enumerate(wanted):
+        resampled[row] = result.geometry.to_original(np.asarray(maps[index : index + 1], dtype=np.float32), order=1)[0]
+    return resampled

@@ -38,7 +38,12 @@ def anomaly_mask(result: StudyResult, threshold: float, maps: np.ndarray | None 
     Returns:
         (S, H, W) bool, True where the resampled map exceeds ``threshold``.
     """
-    return (original_maps(result) if maps is None else maps) > float(threshold)
+    if maps is not None:
+        return maps > float(threshold)
+    mask = np.empty((len(result.slice_scores), *result.geometry.original_shape), dtype=bool)
+    for index in range(len(mask)):  # slice by slice: no float volume at the source's size
+        mask[index] = original_maps(result, [index])[0] > float(threshold)
+    return mask
 
 
 def segment_description(context: ResultContext) -> hd.seg.SegmentDescription:
@@ -86,7 +91,7 @@ def build_seg(result: StudyResult, context: ResultContext, threshold: float, map
     logger.debug("SEG: %d of %d frames hold anomalous pixels", int(mask.any(axis=(1, 2)).sum()), len(mask))
     seg = hd.seg.Segmentation(
         source_images=list(context.sources),
-        pixel_array=mask.astype(np.uint8),
+        pixel_array=mask,  # bool: no uint8 copy of a long series
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment_description(context)],
         **context.common("seg"),

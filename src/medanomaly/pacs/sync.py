@@ -23,7 +23,6 @@ from medanomaly.pacs.identity import (
     VOLUME_MODALITIES,
     ResultContext,
     copy_study_attributes,
-    original_maps,
     out_of_domain,
 )
 from medanomaly.pacs.outbox import FlushReport, Outbox
@@ -182,12 +181,11 @@ def _result_objects(
     if result.anomaly_maps is None:
         notes.append("the method gives no anomaly map: no SEG and no heat-map")
     else:
-        maps = original_maps(result)
-        if threshold is None:
+        if threshold is None:  # maps are resampled slice by slice inside: bounded memory for long series
             notes.append("the model has no region threshold: no SEG (recalibrate the model to get one)")
         else:
-            results.append(("seg", build_seg(result, context, threshold, maps)))
-        results += [("sc", capture) for capture in build_captures(result, context, threshold, maps=maps)]
+            results.append(("seg", build_seg(result, context, threshold)))
+        results += [("sc", capture) for capture in build_captures(result, context, threshold)]
     document = report_pdf(result, context, threshold) if pdf else None
     if document is not None:
         results.append(("pdf", build_pdf(document, context)))
