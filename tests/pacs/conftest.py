@@ -177,7 +177,7 @@ def pacs_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         info={"created": "2026-01-01T00:00:00+00:00"},
     )
     held_out = torch.from_numpy(images[64:])
-    calibrate_model(model, [Study(image[0].numpy(), {"kind": "png"}) for image in held_out])
+    calibrate_model(model, [Study(image.numpy(), {"kind": "png"}) for image in held_out])
     return model.save(tmp_path_factory.mktemp("pacs-model") / "conv_ae")
 
 
