@@ -8,59 +8,48 @@ fuzzer mutates exactly what the readers are tested on. Every seed must read clea
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import (
-    CTImageStorage,
     DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLSLossless,
     RLELossless,
-    generate_uid,
 )
 
 SERIES_UID = "1.2.826.0.1.3680043.8.498.77"
 
 
+def _conftest_builder() -> Callable[..., Dataset]:
+    """``build_dataset`` of tests/io/conftest.py: the seeds are the test suite's own DICOM fixtures."""
+    path = Path(__file__).resolve().parents[1] / "tests" / "io" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_io_fixtures", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[spec.name] = module  # type: ignore[union-attr] (its dataclass looks itself up there)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.build_dataset
+
+
+_BUILD = _conftest_builder()
+
+
 def ct_dataset(pixels: np.ndarray, *, frames: bool = False, **attrs: object) -> Dataset:
-    """A CT dataset holding ``pixels`` ((H, W), (H, W, 3) or (F, H, W)), as tests/io/conftest.py builds it."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality, ds.PatientID = CTImageStorage, meta.MediaStorageSOPInstanceUID, \
-        "CT", "PAT-1"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.1", SERIES_UID
-    colour = pixels.ndim == 3 and not frames
-    if frames:
-        ds.NumberOfFrames = pixels.shape[0]
-    ds.Rows, ds.Columns = pixels.shape[:2] if colour else pixels.shape[-2:]
-    ds.SamplesPerPixel = 3 if colour else 1
-    ds.PhotometricInterpretation = "RGB" if colour else "MONOCHROME2"
-    if colour:
-        ds.PlanarConfiguration = 0
-    bits = pixels.dtype.itemsize * 8
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
-    ds.PixelRepresentation = int(np.issubdtype(pixels.dtype, np.signedinteger))
-    ds.PixelSpacing = [0.5, 0.5]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.ImagePositionPatient = [0.0, 0.0, 0.0]
-    ds.PixelData = np.ascontiguousarray(pixels).astype(pixels.dtype.newbyteorder("<")).tobytes()
-    for keyword, value in attrs.items():
-        setattr(ds, keyword, value)
-    return ds
+    """A CT dataset holding ``pixels`` ((H, W), (H, W, 3) or (F, H, W)) with plane geometry, as the tests build it."""
+    geometry = {"ImageOrientationPatient": [1, 0, 0, 0, 1, 0], "ImagePositionPatient": [0.0, 0.0, 0.0],
+                "SeriesInstanceUID": SERIES_UID}
+    return _BUILD(pixels, frames=frames, **{**geometry, **attrs})
 
 
 def _ramp(size: int = 16, dtype: type = np.int16) -> np.ndarray:

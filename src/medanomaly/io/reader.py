@@ -34,17 +34,7 @@ def max_pixels() -> int:
     Raises:
         ValueError: The environment variable is not a positive number.
     """
-    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not math.isfinite(value) or value < 1:
-        msg = f"{MAX_PIXELS_ENV} must be a positive pixel count such as 100000000, got {raw!r}"
-        raise ValueError(msg)
-    return int(value)
+    return validate.positive_env(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS)
 
 
 def file_kind(path: Path) -> str | None:
