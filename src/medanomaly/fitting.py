@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from medanomaly.data.datasets import DatasetIndex, Sample, fingerprint, load_index
+from medanomaly.data.datasets import DatasetIndex, Sample, fingerprint, load_index, study_paths
 from medanomaly.data.loading import Failure, LoadedImages, load_images
 from medanomaly.domain import build_domain, score_quantiles
-from medanomaly.io import find_studies
 from medanomaly.model import Model, Postprocessing
 from medanomaly.pipeline import read_studies, score_studies
 from medanomaly.registry import create, detector_class
@@ -109,7 +108,7 @@ def plan_training(index: DatasetIndex, needs: frozenset[str], options: FitOption
             calibration_abnormal = list(abnormal)
     mixed: list[Sample] = []
     if options.mixed_dir:
-        mixed = [Sample(path, "unlabelled") for path in find_studies(Path(options.mixed_dir))]
+        mixed = [Sample(path, "unlabelled") for path in study_paths(Path(options.mixed_dir))]
     elif options.mixed_from_train is not None:
         normal, moved = _hold_out(normal, options.mixed_from_train, rng)
         mixed = [Sample(s.path, "unlabelled", s.split) for s in moved + abnormal]

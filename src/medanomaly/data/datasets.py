@@ -106,13 +106,13 @@ def _scan_folders(root: Path) -> list[Sample]:
     for child in children:
         if has_splits and child.name.lower() in SPLIT_NAMES:
             for label_dir in sorted(d for d in child.iterdir() if d.is_dir() and not d.name.startswith(".")):
-                samples += [Sample(p, label_dir.name, child.name.lower()) for p in _study_paths(label_dir)]
+                samples += [Sample(p, label_dir.name, child.name.lower()) for p in study_paths(label_dir)]
         elif not has_splits:
-            samples += [Sample(p, child.name, None) for p in _study_paths(child)]
+            samples += [Sample(p, child.name, None) for p in study_paths(child)]
     return samples
 
 
-def _study_paths(folder: Path) -> list[Path]:
+def study_paths(folder: Path) -> list[Path]:
     """The studies of a label folder, plus what cannot be one (an unreadable DICOM file, a folder mixing series).
 
     Those stay samples so that loading them lists them as failures with the reason: nothing found is dropped.
