@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -130,6 +131,20 @@ def test_real_head_ct_is_out_of_domain(chest_model: Path) -> None:
     result = score_path(Model.load(chest_model), HEAD_CT)
     assert result.status == OUT_OF_DOMAIN
     assert "CT, HEAD" in result.domain_reason
+
+
+def test_ultrasound_dicom_is_out_of_domain(chest_model: Path, tmp_path: Path) -> None:
+    frame = (np.random.default_rng(2).random((32, 32, 3)) * 255).astype(np.uint8)
+    path = _write_dicom(tmp_path / "us.dcm", frame[..., 0], Modality="US")
+    ds = pydicom.dcmread(path)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = frame.tobytes()
+    ds.save_as(path)
+    result = score_path(Model.load(chest_model), path)
+    assert result.status == OUT_OF_DOMAIN
+    reason = result.domain_reason
+    assert "colour image" in reason and "US; this model was trained on DX/CR CHEST" in reason
 
 
 @pytest.mark.parametrize("kind", ["rgb", "ultrasound", "blank", "blank_dicom"])
