@@ -53,7 +53,7 @@ def test_pacs_down_keeps_everything_pending_with_the_reason(tmp_path: Path, dead
     assert len(tried) == 1 and "connection refused" in tried[0].last_error  # stopped after the first series
 
 
-def test_watcher_memory_and_retry_backoff(tmp_path: Path, make_sr) -> None:
+def test_watcher_memory_and_retry_backoff(tmp_path: Path) -> None:
     ledger = StudyLedger(Outbox(tmp_path))
     ledger.remember("1.2.3", "failed", "boom", backoff=(30, 3600))
     state = ledger.get("1.2.3")
@@ -66,7 +66,7 @@ def test_watcher_memory_and_retry_backoff(tmp_path: Path, make_sr) -> None:
     assert (state.status, state.detail, state.attempts) == ("done", "1 scored", 0) and ledger.is_due(state)
 
 
-def test_stability_clock_restarts_when_instances_arrive(tmp_path: Path, make_sr) -> None:
+def test_stability_clock_restarts_when_instances_arrive(tmp_path: Path) -> None:
     ledger = StudyLedger(Outbox(tmp_path))
     first = ledger.observe("1.2.3", 12)
     assert first.status == "arriving" and not ledger.is_stable(first, 60) and ledger.is_stable(first, 0)
@@ -77,7 +77,7 @@ def test_stability_clock_restarts_when_instances_arrive(tmp_path: Path, make_sr)
     assert ledger.observe("1.2.3", 30).status == "arriving"  # grew after scoring: scored again
 
 
-def test_since_defaults_to_the_first_start(tmp_path: Path, make_sr) -> None:
+def test_since_defaults_to_the_first_start(tmp_path: Path) -> None:
     ledger = StudyLedger(Outbox(tmp_path))
     today = dt.datetime.now(dt.UTC).astimezone().strftime("%Y%m%d")
     assert ledger.since() == (today, True) and ledger.since() == (today, False)

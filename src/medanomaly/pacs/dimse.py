@@ -197,9 +197,16 @@ def process_inbox(
         state = ledger.observe(folder.name, count_instances(folder))
         if state.status in ("done", "skipped") or not ledger.is_stable(state, settings.stable_seconds):
             continue
-        report = SyncReport(
-            folder.name, score_series(model, _series_infos(folder, settings.modalities), outbox, settings, worklist)
-        )
+        if not ledger.is_due(state):
+            continue
+        try:
+            series = _series_infos(folder, settings.modalities)
+            report = SyncReport(folder.name, score_series(model, series, outbox, settings, worklist))
+        except Exception as error:  # one study's failure must not stop the receiver
+            logger.exception("received study %s failed; it is tried again later", folder.name)
+            backoff = (max(settings.interval, 1.0), settings.study_backoff_max)
+            ledger.remember(folder.name, "failed", f"{type(error).__name__}: {error}", backoff)
+            continue
         report.flush = outbox.flush(sender, folder.name)
         ledger.remember(folder.name, "done" if report.scored else "skipped", f"{len(report.scored)} scored")
         reports.append(report)

@@ -80,8 +80,10 @@ def watch_once(
             )
         except (PacsUnavailableError, PacsConfigError):
             raise
-        except PacsError as error:
-            ledger.remember(study_uid, "failed", str(error), backoff)
+        except Exception as error:  # one study's failure (even out of memory) must not stop the others
+            if not isinstance(error, PacsError):
+                logger.exception("study %s failed; it is tried again later", study_uid)
+            ledger.remember(study_uid, "failed", f"{type(error).__name__}: {error}", backoff)
             continue
         errors = "; ".join(o.error for o in report.outcomes if o.error)
         if errors and not report.scored:
