@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medanomaly.errors import InputError
-from medanomaly.io import codestream, validate
 from medanomaly.io import dicom_header as dh
+from medanomaly.io import dicom_size, validate
 from medanomaly.types import Study
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _CORRUPT_HINT = "the file is truncated or corrupt; copy or export it again"
-_LIMIT_HINT = "set the environment variable MEDANOMALY_MAX_PIXELS to a larger pixel count to allow it"
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as Pillow's convert("L")
 
@@ -147,50 +146,6 @@ def _require_pixels(path: Path, ds: Dataset) -> str:
                      "only MONOCHROME1, MONOCHROME2, RGB and YBR_* images are read; convert the file to RGB or grey")
 
 
-def _dimensions(path: Path, ds: Dataset) -> tuple[int, int, int, int]:
-    """(frames, rows, columns, samples) from the header, each one positive whole number.
-
-    Raises:
-        InputError: A count is missing, multi-valued, zero or not a number.
-    """
-    try:
-        frames = dh.count(ds, "NumberOfFrames", 1)
-        rows, cols, samples = dh.shape_key(ds)
-    except (ValueError, TypeError) as err:
-        raise InputError(path, f"malformed image header ({_first_line(err)})", _CORRUPT_HINT) from err
-    if min(frames, rows, cols, samples) < 1 or samples not in (1, 3):
-        problem = f"malformed image header (NumberOfFrames {frames}, Rows {rows}, Columns {cols}, " \
-                  f"SamplesPerPixel {samples})"
-        raise InputError(path, problem, _CORRUPT_HINT)
-    return frames, rows, cols, samples
-
-
-def _check_size(path: Path, ds: Dataset, max_pixels: int) -> None:
-    """Refuse, before decoding, a slice above ``max_pixels``, a file above the voxel limit, or an implausible size.
-
-    Compressed pixel data announcing more than 4096 times its own size (plus 16 MB) is refused too: no codec
-    compresses real images that far, so Rows, Columns or NumberOfFrames must be corrupt.
-    """
-    frames, rows, cols, samples = _dimensions(path, ds)
-    if rows * cols > max_pixels:
-        problem = f"image is {cols}x{rows} = {rows * cols:,} pixels per slice, above the limit of {max_pixels:,}"
-        raise InputError(path, problem, _LIMIT_HINT)
-    validate.check_voxels(path, (frames, rows, cols, samples), "DICOM pixel data")
-    if getattr(dh.transfer_syntax(ds), "is_compressed", False) is not True:
-        return
-    stored = len(ds.get("PixelData") or b"")
-    announced = frames * rows * cols * samples * max(1, (dh.count(ds, "BitsAllocated", 8) + 7) // 8)
-    if announced > 4096 * stored + (16 << 20):
-        problem = f"header announces {announced:,} bytes of pixels from {stored:,} compressed bytes"
-        raise InputError(path, problem, _CORRUPT_HINT)
-    fragments = _pydicom().encaps.generate_fragments(ds.PixelData)
-    next(fragments, None)  # the basic offset table
-    inner = codestream.declared_size(next(fragments, b""))
-    if inner is not None and inner[0] * inner[1] > rows * cols:
-        problem = f"compressed frame declares {inner[0]}x{inner[1]} pixels, the header {cols}x{rows}"
-        raise InputError(path, problem, _CORRUPT_HINT)
-
-
 def _pixel_array(path: Path, ds: Dataset) -> np.ndarray:
     """Decode the stored values of ``ds`` with pydicom's plugins: (H, W[, 3]) or (F, H, W[, 3]).
 
@@ -293,7 +248,7 @@ def read_dicom_file(path: str | Path, *, color: bool = False, max_pixels: int = 
     path = Path(path)
     ds = read_dataset(path)
     photometric = _require_pixels(path, ds)
-    _check_size(path, ds, max_pixels)
+    dicom_size.check_size(path, ds, max_pixels)
     frames = _decode(path, ds)
     positions = dh.frame_positions(ds, frames.shape[0])
     meta = dh.common_meta(ds, photometric)
@@ -344,7 +299,7 @@ def _read_slice(path: Path, max_pixels: int) -> np.ndarray:
     """Read one slice of a series: (H, W) or (H, W, 3) float32 in modality units."""
     ds = read_dataset(path)
     _require_pixels(path, ds)
-    _check_size(path, ds, max_pixels)
+    dicom_size.check_size(path, ds, max_pixels)
     return _decode(path, ds)[0]
 
 
@@ -395,11 +350,11 @@ def _validate_series(folder: Path, headers: list[tuple[Path, Dataset]], max_pixe
         raise InputError(folder, f"folder mixes {len(uids)} series ({shown})",
                          "pass a folder that holds one series: move each series into its own folder")
     ref_path, ref = headers[0]
-    _check_size(ref_path, ref, max_pixels)
+    dicom_size.check_size(ref_path, ref, max_pixels)
     validate.check_voxels(folder, (len(headers), *dh.shape_key(ref)), "DICOM series")
     for path, ds in headers:
         if dh.shape_key(ds) != dh.shape_key(ref):
             raise InputError(path, f"slice size {dh.describe_shape(ds)} differs from {dh.describe_shape(ref)} "
                              f"of {ref_path.name}", "a series folder holds slices of one size; remove the odd file")
-        if _dimensions(path, ds)[0] > 1:
+        if dicom_size.dimensions(path, ds)[0] > 1:
             raise InputError(path, "multi-frame file inside a series folder", "pass multi-frame files one at a time")

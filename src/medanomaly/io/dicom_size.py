@@ -1,0 +1,67 @@
+"""Size checks of a DICOM image made from its header, before any pixel is decoded.
+
+Rows, Columns, SamplesPerPixel and NumberOfFrames must each be one positive whole number; a slice above
+``MEDANOMALY_MAX_PIXELS`` or a file above ``MEDANOMALY_MAX_VOXELS`` is refused, as is compressed pixel data whose
+size or whose own codestream header (:mod:`medanomaly.io.codestream`) announces more than the DICOM header.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medanomaly.errors import InputError
+from medanomaly.io import codestream, validate
+from medanomaly.io import dicom_header as dh
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+_CORRUPT_HINT = "the file is truncated or corrupt; copy or export it again"
+_LIMIT_HINT = "set the environment variable MEDANOMALY_MAX_PIXELS to a larger pixel count to allow it"
+
+
+def dimensions(path: Path, ds: Dataset) -> tuple[int, int, int, int]:
+    """(frames, rows, columns, samples) from the header, each one positive whole number.
+
+    Raises:
+        InputError: A count is missing, multi-valued, zero or not a number.
+    """
+    try:
+        frames = dh.count(ds, "NumberOfFrames", 1)
+        rows, cols, samples = dh.shape_key(ds)
+    except (ValueError, TypeError) as err:
+        raise InputError(path, f"malformed image header ({str(err).strip()[:160]})", _CORRUPT_HINT) from err
+    if min(frames, rows, cols, samples) < 1 or samples not in (1, 3):
+        problem = f"malformed image header (NumberOfFrames {frames}, Rows {rows}, Columns {cols}, " \
+                  f"SamplesPerPixel {samples})"
+        raise InputError(path, problem, _CORRUPT_HINT)
+    return frames, rows, cols, samples
+
+
+def check_size(path: Path, ds: Dataset, max_pixels: int) -> None:
+    """Refuse, before decoding, a slice above ``max_pixels``, a file above the voxel limit, or an implausible size.
+
+    Compressed pixel data announcing more than 4096 times its own size (plus 16 MB) is refused too: no codec
+    compresses real images that far, so Rows, Columns or NumberOfFrames must be corrupt.
+    """
+    frames, rows, cols, samples = dimensions(path, ds)
+    if rows * cols > max_pixels:
+        problem = f"image is {cols}x{rows} = {rows * cols:,} pixels per slice, above the limit of {max_pixels:,}"
+        raise InputError(path, problem, _LIMIT_HINT)
+    validate.check_voxels(path, (frames, rows, cols, samples), "DICOM pixel data")
+    if getattr(dh.transfer_syntax(ds), "is_compressed", False) is not True:
+        return
+    stored = len(ds.get("PixelData") or b"")
+    announced = frames * rows * cols * samples * max(1, (dh.count(ds, "BitsAllocated", 8) + 7) // 8)
+    if announced > 4096 * stored + (16 << 20):
+        problem = f"header announces {announced:,} bytes of pixels from {stored:,} compressed bytes"
+        raise InputError(path, problem, _CORRUPT_HINT)
+    from pydicom import encaps
+
+    fragments = encaps.generate_fragments(ds.PixelData)
+    next(fragments, None)  # the basic offset table
+    inner = codestream.declared_size(next(fragments, b""))
+    if inner is not None and inner[0] * inner[1] > rows * cols:
+        problem = f"compressed frame declares {inner[0]}x{inner[1]} pixels, the header {cols}x{rows}"
+        raise InputError(path, problem, _CORRUPT_HINT)
