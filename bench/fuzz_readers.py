@@ -234,11 +234,18 @@ def run_range(seed: int, start: int, stop: int, seeds_dir: str, crash_dir: str |
     counts: Counter[str] = Counter()
     signatures: Counter[str] = Counter()
     examples: dict[str, int] = {}
-    slowest, slowest_wall = (0.0, -1), (0.0, -1)
+    slowest, slowest_wall, growth = (0.0, -1), (0.0, -1), (0, -1)
+    baseline = _vm_kb()
     with tempfile.TemporaryDirectory(prefix="fuzz_") as tmp:
         for index in range(start, stop):
-            path = make_input(seeds, seed, index, Path(tmp))
-            outcome, signature, seconds, wall = check_one(path, index)
+            try:
+                path = make_input(seeds, seed, index, Path(tmp))
+                outcome, signature, seconds, wall = check_one(path, index)
+            except MemoryError:  # the worker's own memory ran out after an input: name the input, go on
+                counts["memory"] += 1
+                signatures[f"memory: worker out of address space at input {index}"] += 1
+                continue
+            growth = max(growth, (_vm_kb() - baseline, index))
             counts[outcome] += 1
             if seconds > TIME_LIMIT_S:
                 counts["slow"] += 1
@@ -251,7 +258,16 @@ def run_range(seed: int, start: int, stop: int, seeds_dir: str, crash_dir: str |
                     _keep(path, Path(crash_dir))
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     return {"counts": dict(counts), "signatures": dict(signatures), "examples": examples, "slowest": slowest,
-            "slowest_wall": slowest_wall}
+            "slowest_wall": slowest_wall, "vm_growth": growth}
+
+
+def _vm_kb() -> int:
+    """Mapped address space of this process in KiB (what the 2 GiB cap limits); 0 where /proc is missing."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+    except (OSError, StopIteration):
+        return 0
 
 
 def _keep(path: Path, crash_dir: Path) -> None:
@@ -275,9 +291,7 @@ def _limit_memory() -> None:
     logging.disable(logging.CRITICAL)
     warnings.simplefilter("ignore")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with open("/proc/self/status") as status:
-        vm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
-    limit = vm_kb * 1024 + MEMORY_LIMIT
+    limit = _vm_kb() * 1024 + MEMORY_LIMIT
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
@@ -288,13 +302,14 @@ def _merge(total: dict[str, Any], part: dict[str, Any]) -> None:
         total["examples"].setdefault(key, index)
     total["slowest"] = max(total["slowest"], tuple(part["slowest"]))
     total["slowest_wall"] = max(total["slowest_wall"], tuple(part["slowest_wall"]))
+    total["vm_growth"] = max(total["vm_growth"], tuple(part["vm_growth"]))
 
 
 def campaign(n: int, seed: int, *, start: int = 0, workers: int = 1, chunk: int = 500,
              crash_dir: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Run inputs ``start..start+n-1`` of campaign ``seed``; ``workers`` = 0 runs in this process (no memory cap)."""
     total: dict[str, Any] = {"counts": Counter(), "signatures": Counter(), "examples": {}, "slowest": (0.0, -1),
-                             "slowest_wall": (0.0, -1)}
+                             "slowest_wall": (0.0, -1), "vm_growth": (0, -1)}
     began = time.time()
     with tempfile.TemporaryDirectory(prefix="fuzz_seeds_") as seeds_dir:
         write_seeds(Path(seeds_dir))
@@ -322,6 +337,7 @@ def campaign(n: int, seed: int, *, start: int = 0, workers: int = 1, chunk: int 
             "examples": total["examples"], "slowest_seconds": round(total["slowest"][0], 3),
             "slowest_index": total["slowest"][1], "slowest_wall_seconds": round(total["slowest_wall"][0], 3),
             "slowest_wall_index": total["slowest_wall"][1], "seconds": round(seconds, 1),
+            "max_vm_growth_mb": round(total["vm_growth"][0] / 1024), "max_vm_growth_index": total["vm_growth"][1],
             "inputs_per_second": round(n / seconds, 1) if seconds else None, "loadavg": os.getloadavg()}
 
 
