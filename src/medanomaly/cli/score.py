@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from medanomaly.cli.overlays import write_overlays
-from medanomaly.data.loading import describe_failures
-from medanomaly.io import find_studies
+from medanomaly.cli.overlays import write_all_overlays
+from medanomaly.data.loading import Failure, describe_failures
+from medanomaly.errors import printable
+from medanomaly.io import scan_studies
 from medanomaly.model import Model
 from medanomaly.pipeline import OUT_OF_DOMAIN, StudyResult, score_paths
 
@@ -27,22 +29,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def expand_paths(paths: list[str]) -> list[Path]:
-    """Files and series folders as given; a folder that is not one series expands into the studies inside it."""
+def expand_paths(paths: list[str]) -> tuple[list[Path], list[Failure]]:
+    """Files and series folders as given; a folder that is not one series expands into the studies inside it.
+
+    Returns:
+        The studies to read, and what a folder holds that cannot be one (unreadable DICOM, mixed series).
+    """
     expanded: list[Path] = []
+    failures: list[Failure] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            inside = find_studies(path)
-            expanded += inside if inside and inside != [path] else [path]
+            inside, failed = scan_studies(path)
+            failures += [Failure(error.path, str(error)) for error in failed]
+            expanded += inside if inside and inside != [path] or failed else [path]
         else:
             expanded.append(path)
-    return expanded
+    return expanded, failures
 
 
 def format_line(result: StudyResult, kind: str) -> str:
     """One human line: ``name  ABNORMAL  score 0.0412 > threshold 0.0305`` or ``name  CLASS: 99.89%``."""
-    name = Path(result.path).name
+    name = printable(Path(result.path).name)
     if result.status == OUT_OF_DOMAIN:
         return f"{name}  OUT OF DOMAIN (no decision): {result.domain_reason}"
     overridden = f"  [out of domain, check overridden: {result.domain_reason}]" if result.domain_reason else ""
@@ -66,13 +74,22 @@ def run(args: argparse.Namespace) -> int:
     """Score every path; bad ones are skipped and listed at the end (exit 1 if any failed)."""
     model = Model.load(args.model, device=args.device)
     model.info["path"] = str(args.model)
-    results, failures = score_paths(
-        model, expand_paths(args.paths), progress=not args.json, ignore_domain=args.ignore_domain
-    )
+    paths, failures = expand_paths(args.paths)
+    results, failed = score_paths(model, paths, progress=not args.json, ignore_domain=args.ignore_domain)
+    failures += failed
+    _print_results(args, model, results, failures)  # scores first: a full disk or a kill during maps loses none
+    sys.stdout.flush()
     if args.maps:
-        for result in results:
-            if result.anomaly_maps is not None:
-                write_overlays(result, Path(args.maps))
+        map_failures = write_all_overlays(results, Path(args.maps))
+        out = sys.stderr if args.json else sys.stdout
+        for failure in map_failures:
+            print(f"overlay not written: {Path(failure.path).name}: {failure.error}", file=out)
+        failures += map_failures
+    return 1 if failures else 0
+
+
+def _print_results(args: argparse.Namespace, model: Model, results: list[StudyResult], failures: list[Failure]) -> None:
+    """Print the results and the inputs that failed, as lines or one JSON object."""
     if args.json:
         domain = model.domain.describe() if model.domain is not None else "unknown"
         payload = {
@@ -86,4 +103,3 @@ def run(args: argparse.Namespace) -> int:
             print(format_line(result, model.detector.kind))
         if failures:
             print(describe_failures(failures))
-    return 1 if failures else 0

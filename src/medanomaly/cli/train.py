@@ -91,4 +91,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"saved {args.out}")
     if report.failures:
         print(describe_failures(report.failures))
-    return 0
+    return 1 if report.failures else 0

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from medanomaly.data.datasets import Sample
 from medanomaly.domain import study_facts
-from medanomaly.errors import InputError
+from medanomaly.errors import InputError, printable
 from medanomaly.io import read_study
 from medanomaly.transforms import Preprocessing
 
@@ -76,5 +76,5 @@ def load_images(
 def describe_failures(failures: list[Failure]) -> str:
     """A short block listing skipped files, for the end of a command's output."""
     lines = [f"skipped {len(failures)} unreadable stud{'y' if len(failures) == 1 else 'ies'}:"]
-    lines += [f"  {Path(f.path).name}: {f.error}" for f in failures]
+    lines += [f"  {printable(Path(f.path).name)}: {printable(f.error)}" for f in failures]
     return "\n".join(lines)
