@@ -247,6 +247,20 @@ def make_ct() -> Callable[..., list[Dataset]]:
     return make
 
 
+def _content_items(dataset: Dataset) -> list[Dataset]:
+    found, stack = [], list(dataset.get("ContentSequence", []))
+    while stack:
+        found.append(stack.pop())
+        stack += list(found[-1].get("ContentSequence", []))
+    return found
+
+
+@pytest.fixture(scope="session")
+def sr_items() -> Callable[[Dataset], list[Dataset]]:
+    """Function: every content item of an SR tree (depth first)."""
+    return _content_items
+
+
 @pytest.fixture(scope="session")
 def make_sr() -> Callable[[str, str], Dataset]:
     """Factory: a minimal Basic Text SR instance (header only) in the given study and series."""

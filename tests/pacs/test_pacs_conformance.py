@@ -118,11 +118,11 @@ def test_objects_read_back_with_highdicom(objects, tmp_path) -> None:
         assert seg.number_of_segments == 1 and seg.get_source_image_uids()
 
 
-def test_sr_algorithm_parameters_carry_their_values(objects) -> None:
+def test_sr_algorithm_parameters_carry_their_values(objects, sr_items) -> None:
     sr = dict(objects["ct"][0])["sr"]
     values = {
         item.TextValue
-        for item in _items(sr)
+        for item in sr_items(sr)
         if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeMeaning == "Algorithm Parameters"
     }
     assert {v.split("=")[0] for v in values} >= {"threshold", "method", "model"}
@@ -142,7 +142,7 @@ def test_rejection_kos_names_the_superseded_objects(objects, tmp_path) -> None:
     assert named == {ds.SOPInstanceUID for _, ds in results}
 
 
-def test_out_of_domain_study_gets_an_sr_without_a_decision(pacs_model_dir, make_ct, tmp_path) -> None:
+def test_out_of_domain_study_gets_an_sr_without_a_decision(pacs_model_dir, make_ct, tmp_path, sr_items) -> None:
     results, context = _results(pacs_model_dir, make_ct(seed=7, n_slices=3), tmp_path / "ct")
     model = Model.load(pacs_model_dir)
     study = read_study(tmp_path / "ct")
@@ -157,21 +157,11 @@ def test_out_of_domain_study_gets_an_sr_without_a_decision(pacs_model_dir, make_
     [evaluation] = group.get_qualitative_evaluations()
     assert evaluation.value.value == "out-of-domain" and evaluation.value.scheme_designator == "99MEDANOMALY"
     codes_used = {
-        item.ConceptCodeSequence[0].CodeValue for item in _items(objects[0][1]) if "ConceptCodeSequence" in item
+        item.ConceptCodeSequence[0].CodeValue for item in sr_items(objects[0][1]) if "ConceptCodeSequence" in item
     }
     assert not codes_used & {codes.SCT.Normal.value, codes.SCT.Abnormal.value}
-    texts = {item.TextValue for item in _items(objects[0][1]) if item.ValueType == "TEXT"}
+    texts = {item.TextValue for item in sr_items(objects[0][1]) if item.ValueType == "TEXT"}
     assert "out of domain=CT, HEAD; this model was trained on DX/CR CHEST" in texts
     if shutil.which("dciodvfy"):
         objects[0][1].save_as(tmp_path / "sr.dcm", enforce_file_format=True)
         assert _errors(_dciodvfy(), tmp_path / "sr.dcm") == []
-
-
-def _items(dataset: pydicom.Dataset) -> list[pydicom.Dataset]:
-    """Every content item of an SR tree."""
-    found, stack = [], list(dataset.ContentSequence)
-    while stack:
-        item = stack.pop()
-        found.append(item)
-        stack += list(item.get("ContentSequence", []))
-    return found

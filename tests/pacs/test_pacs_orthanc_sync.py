@@ -158,3 +158,23 @@ def test_first_start_leaves_the_archive_alone_and_filters_on_the_server(orthanc,
     assert {q["search_filters"].get("ModalitiesInStudy") for q in queries} == {"CT", "CR", "DX"}
     assert all(q["search_filters"]["StudyDate"] == f"{today}-" for q in queries)
     assert StudyLedger(Outbox(settings.outbox_dir)).since() == (today, False)
+
+
+def test_head_ct_to_a_chest_radiograph_model_gets_no_decision_in_the_pacs(
+    orthanc, pacs_model_dir, make_ct, settings, sr_items
+) -> None:
+    from medanomaly.domain import Domain
+
+    slices = make_ct(seed=71, n_slices=4)
+    client, study = PacsClient(settings), str(slices[0].StudyInstanceUID)
+    client.store(slices)
+    model = Model.load(pacs_model_dir)
+    model.domain = Domain(["DX", "CR"], ["CHEST"], ["MONOCHROME2"], 1, False, [32, 4096], [32, 4096], [1, 1], None, {})
+    report = process_study(client, model, study, Outbox(settings.outbox_dir), settings)
+    [outcome] = report.outcomes
+    assert outcome.result.status == "out_of_domain" and outcome.queued == ["sr"] and report.flush.ok
+    modalities = {s["MainDicomTags"]["Modality"] for s in _series(orthanc, study)}
+    assert modalities == {"CT", "SR"}  # no SEG, no heat-map, no PDF
+    [sr] = _instances(orthanc, study, "SR")
+    meanings = {item.ConceptCodeSequence[0].CodeMeaning for item in sr_items(sr) if "ConceptCodeSequence" in item}
+    assert "Outside the model's domain: no decision" in meanings and not meanings & {"Normal", "Abnormal"}
