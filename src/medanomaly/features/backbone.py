@@ -60,6 +60,10 @@ class Backbone(nn.Module):
         return [found[name] for name in layers]
 
 
+def _relu_after(conv: nn.Module) -> Callable[[Tensor], Tensor]:
+    return lambda x: torch.relu(conv(x))
+
+
 class TinyBackbone(Backbone):
     """A small randomly initialised CNN for unit tests and smoke runs (no weights needed).
 
@@ -79,12 +83,13 @@ class TinyBackbone(Backbone):
         self.convs = nn.ModuleList(convs)
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            for conv in self.convs:
+            for conv in convs:
                 nn.init.kaiming_normal_(conv.weight, nonlinearity="relu", generator=generator)
-                conv.bias.zero_()
+                if conv.bias is not None:
+                    conv.bias.zero_()
         self.channels = {f"stage{i + 1}": width for i, width in enumerate(self._WIDTHS)}
         self.strides = {f"stage{i + 1}": 2 ** (i + 1) for i in range(len(self._WIDTHS))}
 
     def stages(self) -> list[tuple[str, Callable[[Tensor], Tensor]]]:
         """``stage1`` ... ``stage3``: 3x3 stride-2 convolution + ReLU each."""
-        return [(f"stage{i + 1}", lambda x, conv=conv: torch.relu(conv(x))) for i, conv in enumerate(self.convs)]
+        return [(f"stage{i + 1}", _relu_after(conv)) for i, conv in enumerate(self.convs)]

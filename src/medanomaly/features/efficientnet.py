@@ -28,7 +28,11 @@ _STAGES = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
-_BN = {"momentum": 0.01, "eps": 1e-3}  # TensorFlow's batch-norm settings (decay 0.99, epsilon 1e-3)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    """Batch norm with TensorFlow's settings (decay 0.99, epsilon 1e-3)."""
+    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
 
 
 class SamePadConv2d(nn.Conv2d):
@@ -65,11 +69,11 @@ class MBConvLite(nn.Module):
         hidden = in_channels * expand
         if expand != 1:
             self._expand_conv = nn.Conv2d(in_channels, hidden, 1, bias=False)
-            self._bn0 = nn.BatchNorm2d(hidden, **_BN)
+            self._bn0 = _bn(hidden)
         self._depthwise_conv = SamePadConv2d(hidden, hidden, kernel, stride=stride, groups=hidden)
-        self._bn1 = nn.BatchNorm2d(hidden, **_BN)
+        self._bn1 = _bn(hidden)
         self._project_conv = nn.Conv2d(hidden, out_channels, 1, bias=False)
-        self._bn2 = nn.BatchNorm2d(out_channels, **_BN)
+        self._bn2 = _bn(out_channels)
         self.residual = stride == 1 and in_channels == out_channels
 
     def forward(self, x: Tensor) -> Tensor:
@@ -100,7 +104,7 @@ class EfficientNetLite0(Backbone):
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self._conv_stem = SamePadConv2d(3, 32, 3, stride=2)
-        self._bn0 = nn.BatchNorm2d(32, **_BN)
+        self._bn0 = _bn(32)
         blocks, channels, strides, stride = [], {"stem": 32}, {"stem": 2}, 2
         for repeats, kernel, first_stride, expand, in_channels, out_channels in _STAGES:
             for index in range(repeats):
@@ -111,7 +115,7 @@ class EfficientNetLite0(Backbone):
                 channels[f"blocks.{len(blocks) - 1}"], strides[f"blocks.{len(blocks) - 1}"] = out_channels, stride
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
-        self._bn1 = nn.BatchNorm2d(1280, **_BN)
+        self._bn1 = _bn(1280)
         self._fc = nn.Linear(1280, num_classes)
         self.channels = {**channels, "head": 1280}
         self.strides = {**strides, "head": stride}

@@ -50,6 +50,9 @@ class FeatureExtractor(nn.Module):
         FileNotFoundError: Missing weights (the message says what to install or pass).
     """
 
+    mean: Tensor  # (1, 3, 1, 1) buffers, registered in __init__
+    std: Tensor
+
     def __init__(
         self,
         backbone: str = "efficientnet_lite0",
@@ -71,7 +74,8 @@ class FeatureExtractor(nn.Module):
         net.check_layers(layers)
         self.backbone_name, self.layers, self.weights, self.runtime = backbone, tuple(layers), weights, runtime
         self.pretrained = use_weights
-        self.backbone = net.eval().requires_grad_(False).to(memory_format=torch.channels_last)
+        self.backbone = net.eval().requires_grad_(False)
+        self.backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
         self.register_buffer("mean", torch.tensor(net.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(net.std).view(1, 3, 1, 1), persistent=False)
         self.register_state_dict_post_hook(_drop_backbone_state)
@@ -121,7 +125,8 @@ class FeatureExtractor(nn.Module):
             raise ValueError(msg)
         x = images.to(self.mean.dtype).expand(-1, 3, -1, -1) if images.shape[1] == 1 else images.to(self.mean.dtype)
         if self._use_onnx(x):
-            runner = self._runner(tuple(int(size) for size in x.shape[1:]))
+            channels, height, width = (int(size) for size in x.shape[1:])
+            runner = self._runner((channels, height, width))
             parts = [runner(x[start : start + _ONNX_CHUNK]) for start in range(0, len(x), _ONNX_CHUNK)]
             return [torch.cat(layer) if len(parts) > 1 else layer[0] for layer in zip(*parts, strict=True)]
         x = (x - self.mean) / self.std
@@ -152,5 +157,5 @@ def _drop_backbone_state(module: nn.Module, state_dict: dict[str, Any], prefix: 
 
 
 def _fill_backbone_state(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-    for key, value in module.backbone.state_dict().items():
+    for key, value in module.get_submodule("backbone").state_dict().items():
         state_dict.setdefault(f"{prefix}backbone.{key}", value)

@@ -41,6 +41,9 @@ def cache_dir() -> Path:
 class _Trunk(nn.Module):
     """Normalisation + the backbone up to its deepest requested layer: what gets exported."""
 
+    mean: Tensor  # buffers, registered in __init__
+    std: Tensor
+
     def __init__(self, backbone: Backbone, layers: Sequence[str], mean: Tensor, std: Tensor) -> None:
         super().__init__()
         self.backbone, self.layers = backbone, list(layers)
