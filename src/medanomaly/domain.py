@@ -270,7 +270,7 @@ def check_study(domain: Domain | None, study: Study, images: np.ndarray) -> Doma
     if domain is None:
         return DomainCheck(known=False)
     facts = study_facts(study)
-    check = DomainCheck(known=True, details={"study": _describe_study(facts)})
+    check = DomainCheck(known=True, details={"study": _describe_study(facts), "trained_on": domain.describe()})
     if facts["constant"] or bool((images.reshape(len(images), -1).std(axis=1) < BLANK_STD).all()):
         check.reasons.append("blank or constant image")
         return check

@@ -48,6 +48,7 @@ def test_out_of_domain_upload_gets_no_decision(app, rad, blank_png: Path, lesion
     assert "badge out-of-domain" in worklist and "OUT OF DOMAIN" in worklist
     page = rad.client.get(f"/studies/{study_id}").text
     assert 'data-status="out_of_domain"' in page and "no decision: blank or constant image" in page
+    assert '<dd id="trained-on">unknown modality</dd>' in page  # PNG phantoms, no --modality given
     assert '<option value="OUT OF DOMAIN"' not in page and ">OUT OF DOMAIN</option>" not in page
     report = rad.client.get(f"/studies/{study_id}/report").text
     assert "banner out-of-domain" in report and "Out of domain: blank or constant image" in report
