@@ -33,6 +33,7 @@ from medanomaly.detectors.anatpaste.paste import PasteConfig, paste_patches
 from medanomaly.detectors.torch_base import TorchDetector, split_dataset
 from medanomaly.features.maps import smooth_maps
 from medanomaly.registry import register
+from medanomaly.training.context import StepContext
 from medanomaly.training.engine import Trainer
 from medanomaly.types import Prediction
 
@@ -73,7 +74,7 @@ class AnatPaste(TorchDetector):
                                              "map_sigma": 2.0}  # fmt: skip
     tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 6, "batch_size": 32}
     #: Epoch-bound schedule sized for a 2-core CPU at 224 px (docs/methods/anatpaste.md, "Cost on a CPU").
-    default_train: ClassVar[dict[str, Any]] = {"max_epochs": 4, "batch_size": 16, "patience": 3}
+    default_train: ClassVar[dict[str, Any]] = {"max_epochs": 8, "batch_size": 16, "patience": 3}
     default_resolution: ClassVar[int | None] = 224
 
     def __init__(
@@ -156,7 +157,7 @@ class AnatPaste(TorchDetector):
     ) -> AnatPaste:
         """Train the pretext task on ``normal`` (N, C, H, W) in [0, 1], then fit the Gaussians on their features."""
         self._generator = torch.Generator().manual_seed(int(self.random_state or 0) + 4243)
-        super().fit(normal, trainer=trainer)
+        super().fit(normal, trainer=trainer, **kwargs)
         self._fit_density(normal)
         return self
 
@@ -183,7 +184,7 @@ class AnatPaste(TorchDetector):
         labels = torch.cat([torch.zeros(len(images)), torch.ones(len(images))]).to(images.device)
         return self.network_(torch.cat([images, pasted])), labels
 
-    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Tensor]:
+    def training_step(self, batch: Any, context: StepContext) -> dict[str, Tensor]:
         """Binary cross-entropy of original vs pasted; also logs the pretext accuracy."""
         logits, labels = self._pretext(batch[0], batch[1], self._generator)
         loss = F.binary_cross_entropy_with_logits(logits, labels)
