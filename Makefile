@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-EXTRAS ?= dev,fast,pacs,service,ui-tests
+EXTRAS ?= dev,fast,pacs,service,ui-tests,scale
 
 .PHONY: install demo test lint clean
 
