@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,17 @@ def test_same_seed_same_model(phantom_train) -> None:
         run.fit(phantom_train[:64], trainer=Trainer(config))
     images = phantom_train[:4]
     torch.testing.assert_close(runs[0].score(images).scores, runs[1].score(images).scores)
+
+
+def test_a_model_saved_before_masks_and_the_mlp_bottleneck_scores_the_whole_image(phantom_train, tmp_path) -> None:
+    old = create("conv_ae", depth=2, width=4, latent_dim=8, hidden_dim=0, foreground="none", score_rule="mean")
+    old.fit(phantom_train[:32], trainer=Trainer(TrainConfig(max_epochs=1, progress=False)))
+    Model(old, Preprocessing(resolution=32)).save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "model.json").read_text())
+    for key in ("hidden_dim", "foreground", "score_rule", "topk_fraction"):  # as an older medanomaly wrote it
+        del config["params"][key]
+    del config["fitted"]["foreground"]
+    (tmp_path / "m" / "model.json").write_text(json.dumps(config))
+    loaded = Model.load(tmp_path / "m", device="cpu").detector
+    assert (loaded.hidden_dim, loaded.foreground_, loaded.score_rule) == (0, "none", "mean")
+    torch.testing.assert_close(loaded.score(phantom_train[:4]).scores, old.score(phantom_train[:4]).scores)

@@ -103,7 +103,7 @@ class ConvAutoencoder(TorchDetector):
     def restore(self, fitted: dict[str, Any], state: dict[str, Tensor]) -> ConvAutoencoder:
         """Rebuild and load; a model saved before masks and the MLP bottleneck scored the whole image."""
         if "foreground" not in fitted:
-            self.hidden_dim, self.foreground = 0, "none"
+            self.hidden_dim, self.foreground, self.score_rule = 0, "none", "mean"
         return super().restore(fitted, state)
 
     def modules(self) -> dict[str, nn.Module]:
