@@ -25,7 +25,7 @@ MAX_PIXELS_ENV = "MEDANOMALY_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 100_000_000
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
 _SUMMARY_KEYS = ("path", "kind", "modality", "spacing", "slice_order", "window", "photometric", "bit_depth",
-                 "patient_id", "study_uid", "series_uid", "n_files")
+                 "patient_id", "study_uid", "series_uid", "n_files", "repaired")
 
 
 def max_pixels() -> int:
@@ -227,7 +227,8 @@ def inspect_study(path: str | Path) -> dict[str, Any]:
     Returns:
         Keys ``path``, ``kind``, ``shape`` (colour kept, so (S, H, W, 3) for colour), ``dtype``, ``n_slices``,
         ``value_range`` [min, max], ``spacing``, ``slice_order``, ``modality``, ``window``, ``photometric``,
-        ``bit_depth``, ``patient_id``, ``study_uid``, ``series_uid``, ``n_files``; missing values are None.
+        ``bit_depth``, ``patient_id``, ``study_uid``, ``series_uid``, ``n_files``, ``repaired`` (what the reader
+        fixed, e.g. a NaN background); missing values are None.
 
     Raises:
         InputError: As :func:`read_study`.
