@@ -192,3 +192,20 @@ def test_nan_image_named_before_training_and_non_utf8_name(tmp_path, capsys, cap
     assert out.index("nan_inside.nii") > out.index("saved")
     config = json.loads((tmp_path / "model" / "model.json").read_text())
     assert len(config["info"]["fingerprint"]) == 64
+
+
+def test_disk_full_while_writing_the_evaluation_report(trained_model_dir, phantom_dataset, tmp_path, monkeypatch,
+                                                       capsys) -> None:
+    from medanomaly.cli import evaluate
+
+    real = evaluate.write_report
+
+    def full(result, out):
+        real(result, out)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(evaluate, "write_report", full)
+    out = tmp_path / "report"
+    assert main(["evaluate", str(phantom_dataset), "--model", str(trained_model_dir), "--out", str(out)]) == 2
+    assert "cannot write the report (No space left on device)" in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing partial, no staging folder left

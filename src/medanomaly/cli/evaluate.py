@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+from pathlib import Path
 
 from medanomaly.data.loading import describe_failures
-from medanomaly.evaluation.evaluate import evaluate_model, write_report
+from medanomaly.errors import InputError
+from medanomaly.evaluation.evaluate import EvaluationResult, evaluate_model, write_report
 from medanomaly.model import Model
 
 _SHOWN = ("auroc", "auprc", "accuracy", "balanced_accuracy", "precision", "sensitivity", "specificity", "f1")
@@ -28,6 +32,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def _write_report(result: EvaluationResult, out: Path) -> dict[str, Path]:
+    """Write the report into a hidden folder beside ``out``, then rename each file into ``out``.
+
+    Readers of ``out`` see whole files only; a full disk or a permission error is one clear InputError.
+    """
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    try:
+        written = write_report(result, staging)
+        out.mkdir(parents=True, exist_ok=True)
+        for key, path in written.items():
+            os.replace(path, out / path.name)
+            written[key] = out / path.name
+    except OSError as error:
+        raise InputError(out, f"cannot write the report ({error.strerror or error})",
+                         "free disk space, fix the permissions or choose another --out") from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return written
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the metrics."""
     model = Model.load(args.model, device=args.device)
@@ -35,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         model, args.data, split=args.split, normal_label=args.normal_label, threshold=args.threshold,
         progress=not args.json,
     )  # fmt: skip
-    written = write_report(result, args.out) if args.out else {}
+    written = _write_report(result, Path(args.out)) if args.out else {}
     metrics = result.metrics
     if args.json:
         payload = {**metrics, "failures": [f.to_dict() for f in result.failures]}
