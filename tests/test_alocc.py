@@ -8,7 +8,7 @@ import torch
 from medanomaly.data.synthetic import make_phantom_set
 from medanomaly.detectors.alocc import Alocc, AloccNet
 from medanomaly.detectors.alocc.network import alocc_losses, alocc_score, discriminator_loss
-from medanomaly.training import TrainConfig, Trainer
+from medanomaly.training import StepContext, TrainConfig, Trainer
 
 PARAMS = {"width": 8, "latent_dim": 8, "learning_rate": 1e-3}
 
@@ -72,10 +72,10 @@ def test_training_noise_follows_noise_std(images: torch.Tensor) -> None:
     seen: list[torch.Tensor] = []
     detector = Alocc(**PARAMS, noise_std=0.2)
     detector._build((1, 32, 32), {})
-    optimizers = detector.configure_optimizers()
+    context = StepContext.for_optimizers(detector.configure_optimizers())
     reconstructor = detector.network_.reconstructor
     handle = reconstructor.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
-    detector.training_step([images[:16]], optimizers)
+    detector.training_step([images[:16]], context)
     handle.remove()
     assert (seen[0] - images[:16]).std().item() == pytest.approx(0.2, rel=0.1)
 

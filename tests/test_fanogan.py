@@ -12,7 +12,7 @@ from torch import nn
 from medanomaly.data.synthetic import make_phantom_set
 from medanomaly.detectors.fanogan import Fanogan, FanoganNet
 from medanomaly.detectors.fanogan.network import critic_loss, izif_residual
-from medanomaly.training import TrainConfig, Trainer
+from medanomaly.training import StepContext, TrainConfig, Trainer
 
 PARAMS = {"width": 8, "latent_dim": 8, "n_critic": 2, "learning_rate": 1e-3, "encoder_learning_rate": 1e-3}
 
@@ -64,12 +64,12 @@ def test_generator_steps_once_every_n_critic_steps() -> None:
     detector = Fanogan(width=4, latent_dim=4, n_critic=3)
     detector._build((1, 32, 32), {})
     detector.start_phase("gan")
-    optimizers = detector.configure_optimizers()
+    context = StepContext.for_optimizers(detector.configure_optimizers(), phase="gan")
     batch = [torch.rand(4, 1, 32, 32)]
     changed = []
     for _ in range(6):
         before = [p.detach().clone() for p in detector.network_.generator.parameters()]
-        logs = detector.training_step(batch, optimizers)
+        logs = detector.training_step(batch, context)
         after = list(detector.network_.generator.parameters())
         changed.append(any(not torch.equal(a, b) for a, b in zip(before, after, strict=True)))
         assert ("generator_loss" in logs) == changed[-1]
@@ -81,11 +81,11 @@ def test_generator_steps_once_every_n_critic_steps() -> None:
 def test_two_phases_freeze_the_gan_while_the_encoder_trains(trained) -> None:
     detector, checkpoints = trained
     history = detector.history_
-    assert [e["epoch"] for e in history["gan"]["epochs"]] == [0, 1]
-    assert [e["epoch"] for e in history["encoder"]["epochs"]] == [0, 1]
-    assert history["gan"]["monitor"] == "generator_steps"
-    assert history["encoder"]["monitor"] == "val_izif"
-    assert "gan:" in history["stopped_because"] and "encoder:" in history["stopped_because"]
+    assert _epochs(history, "gan") == [0, 1]
+    assert _epochs(history, "encoder") == [0, 1]
+    assert history.phases["gan"]["monitor"] == "generator_steps"
+    assert history.phases["encoder"]["monitor"] == "val_izif"
+    assert "gan:" in history.stopped_because and "encoder:" in history.stopped_because
     after_gan = torch.load(checkpoints / "gan" / "last.pt", weights_only=True)["state"]["network"]
     final = detector.network_.state_dict()
     for key, value in _generator_state(after_gan).items():  # weights and batch-norm statistics
@@ -110,9 +110,9 @@ def test_resume_skips_the_finished_gan_and_continues_the_encoder(trained, images
         images, trainer=Trainer(_config(max_epochs=3, checkpoint_dir=str(tmp_path / "ckpt")))
     )
     history = resumed.history_
-    assert [e["epoch"] for e in history["gan"]["epochs"]] == [0, 1]
-    assert [e["epoch"] for e in history["encoder"]["epochs"]] == [0, 1, 2]
-    assert history["encoder"]["resumed_from_epoch"] == 2
+    assert _epochs(history, "gan") == [0, 1]
+    assert _epochs(history, "encoder") == [0, 1, 2]
+    assert history.phases["encoder"]["resumed_from_epoch"] == 2
     generator = _generator_state(resumed.network_.state_dict())
     for key, value in _generator_state(detector.network_.state_dict()).items():
         torch.testing.assert_close(generator[key], value)
@@ -124,8 +124,9 @@ def test_resume_skips_the_finished_gan_and_continues_the_encoder(trained, images
 def test_time_budget_is_shared_by_both_phases(images: torch.Tensor) -> None:
     config = _config(max_epochs=50, max_minutes=0.002)
     detector = Fanogan(**PARAMS).fit(images, trainer=Trainer(config))
-    assert detector.history_["stopped_because"].count("time budget") == 2
-    assert len(detector.history_["encoder"]["epochs"]) >= 1
+    assert detector.history_.stopped_because.count("time budget") == 2
+    assert detector.history_.converged is False
+    assert len(_epochs(detector.history_, "encoder")) >= 1
 
 
 @pytest.mark.parametrize(
@@ -139,3 +140,8 @@ def test_time_budget_is_shared_by_both_phases(images: torch.Tensor) -> None:
 def test_bad_inputs_fail_clearly(shape, params, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Fanogan(**{**PARAMS, **params}).fit(torch.rand(shape), trainer=Trainer(_config()))
+
+
+def _epochs(history, phase: str) -> list[int]:
+    """The epoch numbers of one phase in a merged two-phase history."""
+    return [epoch["epoch"] for epoch in history.epochs if epoch["phase"] == phase]

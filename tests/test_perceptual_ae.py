@@ -19,7 +19,7 @@ from medanomaly.detectors.perceptual_ae import (
 from medanomaly.features import FeatureExtractor
 from medanomaly.model import Model
 from medanomaly.registry import create, detector_class
-from medanomaly.training import TrainConfig, Trainer
+from medanomaly.training import StepContext, TrainConfig, Trainer
 from medanomaly.transforms import Preprocessing
 
 LESION = (0.09, 0.13)
@@ -65,7 +65,7 @@ def test_growth_follows_the_images_seen_not_the_clock(monkeypatch) -> None:
     detector._build((1, 32, 32), {"stage_images": 100.0})
     detector.network_.images_seen.fill_(250)  # 2.5 stage lengths: stage 2, fully faded in
     monkeypatch.setattr(time, "monotonic", lambda: 1e12)  # a clock far ahead (a busy machine) changes nothing
-    detector.training_step([torch.rand(2, 1, 32, 32)], {})
+    detector.training_step([torch.rand(2, 1, 32, 32)], StepContext.for_optimizers({}))
     assert (int(detector.network_.stage), float(detector.network_.alpha)) == (2, 1.0)
 
 

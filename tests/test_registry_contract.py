@@ -126,3 +126,11 @@ def test_training_twice_with_the_same_seed_gives_the_same_scores(name: str, data
     train = TrainConfig(**{"progress": False, "patience": None, **cls.tiny_train})
     second = cls(**cls.tiny_params).fit(data["normal"], trainer=Trainer(train), **kwargs)
     torch.testing.assert_close(second.score(data["test"]).scores, first.score(data["test"]).scores, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", available())
+def test_fit_rejects_unknown_options(name: str, data) -> None:
+    cls = detector_class(name)
+    kwargs = {key: data[key][:8] for key in ("mixed", "abnormal") if key in cls.needs}
+    with pytest.raises(TypeError, match="max_epochs"):
+        cls(**cls.tiny_params).fit(data["normal"][:8], max_epochs=3, **kwargs)

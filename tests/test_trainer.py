@@ -20,7 +20,7 @@ def test_time_budget_stops_training(phantom_train) -> None:
     detector = _detector().fit(phantom_train, trainer=Trainer(config))
     assert detector.history_.stopped_because.startswith(BUDGET_STOP)
     assert detector.history_.converged is False
-    assert detector.history_.seconds < 10
+    assert len(detector.history_.epochs) < 100  # stopped by the clock long before its 10,000 epochs (load-independent)
 
 
 def test_early_stopping_restores_best_epoch(phantom_train) -> None:
@@ -60,3 +60,22 @@ def test_training_status_of_old_and_missing_histories() -> None:
     assert training_status(None)["converged"] is True
     assert training_status({"stopped_because": "time budget of 5 min reached"})["converged"] is False
     assert training_status({"stopped_because": "max_epochs=3 reached"})["converged"] is True
+
+
+def test_each_step_gets_its_context(phantom_train, monkeypatch) -> None:
+    seen = []
+    detector = _detector()
+    original = type(detector).training_step
+
+    def spy(self, batch, context):
+        seen.append(context)
+        return original(self, batch, context)
+
+    monkeypatch.setattr(type(detector), "training_step", spy)
+    config = TrainConfig(max_epochs=2, batch_size=8, val_fraction=0.25, progress=False, patience=None)
+    detector.fit(phantom_train[:32], trainer=Trainer(config))
+    assert [context.step for context in seen] == list(range(6))  # 24 training images: 3 batches per epoch
+    assert [context.epoch for context in seen] == [0, 0, 0, 1, 1, 1]
+    assert {context.phase for context in seen} == {"train"} and seen[4].epochs_done == 1 + 1 / 3
+    assert all(context.budget_used == 0.0 for context in seen)  # no budget given
+    assert detector.history_.steps == 6

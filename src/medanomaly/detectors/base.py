@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import torch
 from torch import Tensor, nn
 
 from medanomaly.errors import NotFittedError
+from medanomaly.training.context import RunConfig
+from medanomaly.training.engine import TrainConfig
 from medanomaly.types import Prediction
+
+if TYPE_CHECKING:
+    from medanomaly.training.engine import Trainer
 
 
 class BaseDetector:
     """Base class of all detectors.
 
     Subclasses set ``needs`` (which training sets ``fit`` uses: ``normal``, ``mixed``, ``abnormal``), store only
-    keyword hyper-parameters in ``__init__``, and implement ``fit`` and ``_score_batch``. Fitted attributes end in
+    keyword hyper-parameters in ``__init__``, and implement ``_fit`` (methods trained by gradient steps subclass
+    :class:`~medanomaly.detectors.torch_base.TorchDetector` instead) and ``_score_batch``. Fitted attributes end in
     ``_``; fitted tensors live in ``nn.Module`` buffers/parameters collected by :meth:`state_dict`.
     """
 
@@ -44,13 +50,25 @@ class BaseDetector:
         signature = inspect.signature(type(self).__init__)
         return {name: getattr(self, name) for name in signature.parameters if name != "self"}
 
+    def _store_params(self, values: dict[str, Any]) -> None:
+        """Keep each ``__init__`` keyword under its own name, unvalidated; ``values`` is ``__init__``'s ``locals()``."""
+        for name in inspect.signature(type(self).__init__).parameters:
+            if name != "self":
+                setattr(self, name, values[name])
+
     def __repr__(self) -> str:
         params = ", ".join(f"{key}={value!r}" for key, value in self.get_params().items())
         return f"{type(self).__name__}({params})"
 
     # --- fitting and scoring ----------------------------------------------------------------------------------
     def fit(
-        self, normal: Tensor, *, mixed: Tensor | None = None, abnormal: Tensor | None = None, **kwargs: Any
+        self,
+        normal: Tensor,
+        *,
+        mixed: Tensor | None = None,
+        abnormal: Tensor | None = None,
+        trainer: Trainer | None = None,
+        **options: Any,
     ) -> Self:
         """Fit on preprocessed images.
 
@@ -58,8 +76,16 @@ class BaseDetector:
             normal: (N, C, H, W) float32 in [0, 1], healthy images.
             mixed: (M, C, H, W) unlabelled images (normal and abnormal together), for methods that need them.
             abnormal: (K, C, H, W) labelled abnormal images, for supervised methods.
-            **kwargs: Method-specific options, e.g. ``trainer`` for torch methods.
+            trainer: Training settings: torch methods train with it; the others take its :class:`RunConfig`
+                (batch size, device, progress bars, a search's time limit).
+            **options: None are accepted: a misspelt option fails here (TypeError) instead of being ignored.
         """
+        reject_options(self, options)
+        run = (trainer.config if trainer is not None else TrainConfig()).run()
+        return self._fit(normal, mixed=mixed, abnormal=abnormal, run=run)
+
+    def _fit(self, normal: Tensor, *, mixed: Tensor | None, abnormal: Tensor | None, run: RunConfig) -> Self:
+        """Fit a method without gradient steps, with plain run settings."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -150,6 +176,17 @@ class BaseDetector:
             for tensor in list(module.parameters()) + list(module.buffers()):
                 return tensor.device
         return torch.device("cpu")
+
+
+def reject_options(detector: BaseDetector, options: dict[str, Any]) -> None:
+    """TypeError naming ``options`` when ``fit`` got keywords it does not know."""
+    if options:
+        msg = (
+            f"{detector.name}.fit() got unknown option(s) {', '.join(sorted(options))}: it takes normal, mixed, "
+            f"abnormal and trainer; hyper-parameters go to {type(detector).__name__}(...), training settings to "
+            "TrainConfig"
+        )
+        raise TypeError(msg)
 
 
 def _concatenate(parts: list[Prediction]) -> Prediction:

@@ -8,20 +8,24 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset, random_split
 
-from medanomaly.detectors.base import BaseDetector
-from medanomaly.training.engine import Trainer
+from medanomaly.detectors.base import BaseDetector, reject_options
+from medanomaly.training.context import StepContext
+from medanomaly.training.engine import TrainConfig, Trainer
 
 
 class TorchDetector(BaseDetector):
     """A detector trained by gradient steps.
 
     Subclasses implement ``_build`` (create modules for an input shape), ``configure_optimizers``,
-    ``training_step`` and ``validation_loss`` (or override ``validation_metric``), and ``_score_batch``.
-    With ``automatic_optimization`` the trainer back-propagates ``training_step``'s ``"loss"`` through the single
-    optimiser; GANs set it to False and step their own optimisers inside ``training_step``.
+    ``training_step(batch, context)`` and ``validation_loss`` (or override ``validation_metric``), and
+    ``_score_batch``. With ``automatic_optimization`` the trainer updates the single optimiser on
+    ``training_step``'s ``"loss"``; GANs set it to False and ask for their updates by optimiser name with
+    ``context.update(name, loss)`` (the Trainer does zero_grad / backward / step). Methods trained in several phases
+    list them in ``phases`` and switch in :meth:`start_phase`; :meth:`phase_config` adapts a phase's settings.
     """
 
     automatic_optimization: ClassVar[bool] = True
+    phases: ClassVar[tuple[str, ...]] = ("train",)
     monitor: ClassVar[str] = "val_loss"
     monitor_mode: ClassVar[str] = "min"
     random_state: int | None = 0
@@ -33,9 +37,13 @@ class TorchDetector(BaseDetector):
         mixed: Tensor | None = None,
         abnormal: Tensor | None = None,
         trainer: Trainer | None = None,
-        **kwargs: Any,
+        **options: Any,
     ) -> Self:
-        """Build the networks for ``normal``'s shape and train them with ``trainer`` (default settings if None)."""
+        """Build the networks for ``normal``'s shape and train them with ``trainer`` (default settings if None).
+
+        Unknown keyword options raise TypeError (see :meth:`BaseDetector.fit`).
+        """
+        reject_options(self, options)
         trainer = trainer or Trainer()
         self._validate_training_data(normal, mixed, abnormal)
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
@@ -43,10 +51,18 @@ class TorchDetector(BaseDetector):
             torch.manual_seed(int(self.random_state or 0))
             self.input_shape_ = tuple(int(size) for size in normal.shape[1:])
             self._build(self.input_shape_, {})
+            self._start_fit(normal, trainer.config)
             train_set, val_set = self.make_datasets(normal, mixed, abnormal, trainer.config.val_fraction)
             self.history_ = trainer.fit(self, train_set, val_set)
+            self._end_fit()
         self.to("cpu" if trainer.device.type == "cpu" else trainer.device)
         return self
+
+    def _start_fit(self, normal: Tensor, config: TrainConfig) -> None:
+        """Set up training-only state once the modules are built (random generators, schedules); default none."""
+
+    def _end_fit(self) -> None:
+        """Finish after training (fit what follows the networks, check what training reached); default nothing."""
 
     def _validate_training_data(self, normal: Tensor, mixed: Tensor | None, abnormal: Tensor | None) -> None:
         given = {"normal": normal, "mixed": mixed, "abnormal": abnormal}
@@ -66,12 +82,23 @@ class TorchDetector(BaseDetector):
         return split_dataset(TensorDataset(normal), val_fraction, int(self.random_state or 0))
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """Named optimisers (one for automatic optimisation)."""
+        """Named optimisers of the current phase (one for automatic optimisation)."""
         raise NotImplementedError
 
-    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Tensor | float]:
-        """One step on a batch; returns named losses (``"loss"`` is back-propagated when automatic)."""
+    def training_step(self, batch: Any, context: StepContext) -> dict[str, Tensor | float]:
+        """One step on a batch; returns named losses (``"loss"`` is the trainer's update when automatic)."""
         raise NotImplementedError
+
+    def start_phase(self, phase: str) -> None:
+        """Switch to training phase ``phase`` (one of :attr:`phases`); default nothing to switch."""
+
+    def phase_config(self, phase: str, config: TrainConfig) -> TrainConfig:
+        """The training settings of ``phase`` (default: ``config`` unchanged)."""
+        return config
+
+    def epoch_metric(self, val_set: Dataset | None, logs: dict[str, float]) -> float:
+        """The monitored value after an epoch: :meth:`validation_metric`, or the epoch's mean ``loss`` without one."""
+        return self.validation_metric(val_set) if val_set is not None else logs["loss"]
 
     def validation_loss(self, batch: Any) -> Tensor:
         """(B,) or scalar validation loss of a batch (lower is better)."""

@@ -1,7 +1,7 @@
 """One training loop for every torch method.
 
-Epochs, device, seeding, validation, early stopping, checkpoints, resuming, a progress bar and a wall-clock budget
-(anomalib's Engine / PyOD's template method, much smaller).
+Phases, epochs, optimiser updates, device, seeding, validation, early stopping, checkpoints, resuming, a progress bar
+and a wall-clock safety net (anomalib's Engine / PyOD's template method, much smaller).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from medanomaly.data.identity import check_identity, load_checkpoint, run_identity, save_checkpoint
+from medanomaly.training.context import RunConfig, StepContext, optimise
 from medanomaly.training.device import select_device
 
 if TYPE_CHECKING:
@@ -61,6 +62,10 @@ class TrainConfig:
         """JSON-able form."""
         return asdict(self)
 
+    def run(self) -> RunConfig:
+        """The part that methods without gradient steps use."""
+        return RunConfig(self.batch_size, self.device, self.progress, self.max_minutes)
+
 
 @dataclass
 class TrainingHistory:
@@ -77,15 +82,38 @@ class TrainingHistory:
     stopped_because: str = ""
     converged: bool = True
     seconds: float = 0.0
+    steps: int = 0
     resumed_from_epoch: int | None = None
+    phases: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return asdict(self)
 
 
+@dataclass
+class _Phase:
+    """One phase's loop state: its settings, optimisers, loader and clock."""
+
+    name: str
+    config: TrainConfig
+    optimizers: dict[str, torch.optim.Optimizer]
+    loader: DataLoader
+    generator: torch.Generator
+    started: float = 0.0
+    budget: float = math.inf  # seconds this phase may use
+    total: float = math.inf  # seconds of the whole run's budget
+    used_before: float = 0.0  # seconds of the earlier phases
+
+
 class Trainer:
-    """Runs a :class:`TorchDetector`'s steps over its data until done, out of patience or out of time."""
+    """Runs a :class:`TorchDetector`'s phases and steps over its data until done, out of patience or out of time.
+
+    The detector declares its ``phases`` (one, ``"train"``, for most methods), its optimisers per phase and a
+    ``training_step(batch, context)``; the Trainer owns epochs, the optimiser updates (through
+    :meth:`StepContext.update`), validation, early stopping, checkpoints (``last.pt``, one per phase in a folder of
+    the phase's name when there are several) and the wall-clock safety net shared by all phases.
+    """
 
     def __init__(self, config: TrainConfig | None = None) -> None:
         self.config = config or TrainConfig()
@@ -93,28 +121,58 @@ class Trainer:
 
     def fit(self, detector: TorchDetector, train_set: Dataset, val_set: Dataset | None) -> TrainingHistory:
         """Train ``detector`` (whose modules are already built) and leave it with its best weights, in eval mode."""
-        config = self.config
         detector.to(self.device)
-        optimizers = detector.configure_optimizers()
+        identify = self.config.checkpoint_dir is not None
+        self._identity = run_identity(detector, train_set, self.config.batch_size) if identify else {}
+        histories: dict[str, TrainingHistory] = {}
+        for name in detector.phases:
+            detector.start_phase(name)
+            phase = self._phase(detector, name, train_set, sum(h.seconds for h in histories.values()))
+            histories[name] = self._fit_phase(detector, phase, val_set)
+            logger.info("%s %s phase: %s", detector.name, name, histories[name].stopped_because)
+        for module in detector.modules().values():
+            module.eval()
+        return _merge(histories)
+
+    def _phase(self, detector: TorchDetector, name: str, train_set: Dataset, used_before: float) -> _Phase:
+        config = detector.phase_config(name, self.config)
         generator = torch.Generator().manual_seed(int(detector.random_state or 0))
         drop_last = len(train_set) > config.batch_size
         loader = DataLoader(train_set, config.batch_size, shuffle=True, drop_last=drop_last, generator=generator)
+        total = self.config.max_minutes * 60.0 if self.config.max_minutes else math.inf
+        own = config.max_minutes * 60.0 if config.max_minutes else math.inf
+        budget = min(own, max(total - used_before, 0.06))
+        return _Phase(name, config, detector.configure_optimizers(), loader, generator, 0.0, budget, total, used_before)
+
+    def _checkpoint(self, detector: TorchDetector, phase: str) -> Path | None:
+        if self.config.checkpoint_dir is None:
+            return None
+        folder = Path(self.config.checkpoint_dir)
+        return (folder / phase if len(detector.phases) > 1 else folder) / _CHECKPOINT
+
+    def _later_phase_started(self, detector: TorchDetector, phase: str) -> bool:
+        """Whether a later phase has a checkpoint (this phase then ended in an earlier run)."""
+        later = detector.phases[detector.phases.index(phase) + 1 :]
+        return any((path := self._checkpoint(detector, name)) is not None and path.exists() for name in later)
+
+    def _fit_phase(self, detector: TorchDetector, phase: _Phase, val_set: Dataset | None) -> TrainingHistory:
+        config = phase.config
         history, start_epoch, best_state = TrainingHistory(monitor=detector.monitor), 0, None
-        checkpoint = Path(config.checkpoint_dir) / _CHECKPOINT if config.checkpoint_dir else None
-        self._identity = run_identity(detector, train_set, config.batch_size) if checkpoint is not None else {}
+        checkpoint = self._checkpoint(detector, phase.name)
         if checkpoint is not None and config.resume and checkpoint.exists():
-            start_epoch, best_state = self._resume(checkpoint, detector, optimizers, history, generator)
-        started = time.monotonic() - history.seconds
-        budget = config.max_minutes * 60.0 if config.max_minutes else math.inf
+            if self._later_phase_started(detector, phase.name):
+                return TrainingHistory(**load_checkpoint(checkpoint, self.device)["history"])
+            start_epoch, best_state = self._resume(checkpoint, detector, phase, history)
+        phase.started = time.monotonic() - history.seconds
         epochs = tqdm(
             range(start_epoch, config.max_epochs),
-            desc=f"train {detector.name}",
+            desc=f"train {detector.name}" + (f" ({phase.name})" if len(detector.phases) > 1 else ""),
             disable=not config.progress,
             unit="epoch",
         )
         for epoch in epochs:
-            out_of_time = self._run_epoch(detector, loader, optimizers, epoch, started, budget, history)
-            metric = detector.validation_metric(val_set) if val_set is not None else history.epochs[-1]["loss"]
+            out_of_time = self._run_epoch(detector, phase, epoch, history)
+            metric = detector.epoch_metric(val_set, history.epochs[-1])
             history.epochs[-1][detector.monitor] = metric
             # an epoch cut by the budget has a training loss over fewer batches: not comparable with full epochs
             comparable = val_set is not None or not out_of_time or best_state is None
@@ -123,102 +181,105 @@ class Trainer:
             if comparable and _improved(metric, history.best_metric, detector.monitor_mode):
                 history.best_metric, history.best_epoch = metric, epoch
                 best_state = copy.deepcopy(detector.training_state())
-            history.seconds = time.monotonic() - started
+            history.seconds = time.monotonic() - phase.started
             epochs.set_postfix({k: f"{v:.4g}" for k, v in history.epochs[-1].items() if k != "epoch"})
             logger.info("epoch %d: %s", epoch, history.epochs[-1])
             if checkpoint is not None:
-                self._save(checkpoint, detector, optimizers, history, best_state, generator)
-            history.stopped_because = self._stop_reason(out_of_time, epoch, history)
+                self._save(checkpoint, detector, phase, history, best_state)
+            history.stopped_because = self._stop_reason(out_of_time, epoch, history, config)
             if history.stopped_because:
                 break
         history.stopped_because = history.stopped_because or f"max_epochs={config.max_epochs} reached"
         if best_state is not None:
             detector.load_training_state(best_state)
-        for module in detector.modules().values():
-            module.eval()
-        history.seconds = time.monotonic() - started
+        history.seconds = time.monotonic() - phase.started
         return history
 
-    def _stop_reason(self, out_of_time: bool, epoch: int, history: TrainingHistory) -> str:
+    def _stop_reason(self, out_of_time: bool, epoch: int, history: TrainingHistory, config: TrainConfig) -> str:
         """Why training should stop after ``epoch`` ("" to go on)."""
         if out_of_time:
             history.converged = False
             return f"{BUDGET_STOP} ({self.config.max_minutes:g} min)"
-        if self.config.patience is not None and epoch - history.best_epoch >= self.config.patience:
-            return f"no improvement of {history.monitor} for {self.config.patience} epochs"
+        if config.patience is not None and epoch - history.best_epoch >= config.patience:
+            return f"no improvement of {history.monitor} for {config.patience} epochs"
         return ""
 
-    def _run_epoch(
-        self,
-        detector: TorchDetector,
-        loader: DataLoader,
-        optimizers: dict[str, torch.optim.Optimizer],
-        epoch: int,
-        started: float,
-        budget: float,
-        history: TrainingHistory,
-    ) -> bool:
-        """One pass over ``loader``; returns True when the time budget ran out."""
+    def _run_epoch(self, detector: TorchDetector, phase: _Phase, epoch: int, history: TrainingHistory) -> bool:
+        """One pass over the phase's loader; returns True when the time budget ran out."""
         for module in detector.modules().values():
             module.train()
         sums: dict[str, float] = {}
-        n_batches, out_of_time = 0, False
-        bar = tqdm(loader, f"epoch {epoch}", leave=False, disable=not self.config.progress, unit="batch", mininterval=2)
-        for batch in bar:
-            batch = _to_device(batch, self.device)
-            logs = detector.training_step(batch, optimizers)
+        n_batches, out_of_time, loader = 0, False, phase.loader
+        progress = phase.config.progress
+        bar = tqdm(loader, f"epoch {epoch}", leave=False, disable=not progress, unit="batch", mininterval=2)
+
+        def update(name: str, loss: torch.Tensor) -> None:
+            optimise(phase.optimizers[name], loss)
+
+        for index, batch in enumerate(bar):
+            elapsed = time.monotonic() - phase.started
+            used = (phase.used_before + elapsed) / phase.total if math.isfinite(phase.total) else 0.0
+            context = StepContext(phase.name, epoch, history.steps, index, len(loader), used, update)
+            logs = detector.training_step(_to_device(batch, self.device), context)
             if detector.automatic_optimization:
-                _optimise(next(iter(optimizers.values())), logs["loss"])
+                context.update(next(iter(phase.optimizers)), logs["loss"])  # type: ignore[arg-type]
             for key, value in logs.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach() if isinstance(value, torch.Tensor) else value)
-            n_batches += 1
-            if time.monotonic() - started > budget:
+            n_batches, history.steps = n_batches + 1, history.steps + 1
+            if time.monotonic() - phase.started > phase.budget:
                 out_of_time = True
                 break
         history.epochs.append({"epoch": epoch, **{key: value / max(n_batches, 1) for key, value in sums.items()}})
         return out_of_time
 
     def _save(
-        self,
-        path: Path,
-        detector: TorchDetector,
-        optimizers: dict[str, torch.optim.Optimizer],
-        history: TrainingHistory,
-        best_state: dict | None,
-        generator: torch.Generator,
+        self, path: Path, detector: TorchDetector, phase: _Phase, history: TrainingHistory, best_state: dict | None
     ) -> None:
         payload = {
             "identity": self._identity,
             "state": detector.training_state(),
-            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+            "optimizers": {name: opt.state_dict() for name, opt in phase.optimizers.items()},
             "history": history.to_dict(),
             "best_state": best_state,
-            "generator": generator.get_state(),
+            "generator": phase.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
         save_checkpoint(payload, path)
 
-    def _resume(
-        self,
-        path: Path,
-        detector: TorchDetector,
-        optimizers: dict[str, torch.optim.Optimizer],
-        history: TrainingHistory,
-        generator: torch.Generator,
-    ) -> tuple[int, Any]:
+    def _resume(self, path: Path, detector: TorchDetector, phase: _Phase, history: TrainingHistory) -> tuple[int, Any]:
         payload = load_checkpoint(path, self.device)
         check_identity(path, payload.get("identity"), self._identity)
         detector.load_training_state(payload["state"])
-        for name, opt in optimizers.items():
+        for name, opt in phase.optimizers.items():
             opt.load_state_dict(payload["optimizers"][name])
         for key, value in payload["history"].items():
             setattr(history, key, value)
-        generator.set_state(payload["generator"])
+        phase.generator.set_state(payload["generator"])
         torch.set_rng_state(payload["torch_rng"])
         next_epoch = history.epochs[-1]["epoch"] + 1 if history.epochs else 0
         history.resumed_from_epoch = int(next_epoch)
         logger.info("resumed from %s at epoch %d", path, next_epoch)
         return int(next_epoch), payload["best_state"]
+
+
+def _merge(histories: dict[str, TrainingHistory]) -> TrainingHistory:
+    """One history of several phases: epochs tagged with their phase, the last phase's best epoch and monitor."""
+    if len(histories) == 1:
+        return next(iter(histories.values()))
+    last = list(histories.values())[-1]
+    summaries = {name: {k: v for k, v in h.to_dict().items() if k != "epochs"} for name, h in histories.items()}
+    return TrainingHistory(
+        epochs=[{**epoch, "phase": name} for name, h in histories.items() for epoch in h.epochs],
+        best_epoch=last.best_epoch,
+        best_metric=last.best_metric,
+        monitor=last.monitor,
+        stopped_because="; ".join(f"{name}: {h.stopped_because}" for name, h in histories.items()),
+        converged=all(h.converged for h in histories.values()),
+        seconds=sum(h.seconds for h in histories.values()),
+        steps=sum(h.steps for h in histories.values()),
+        resumed_from_epoch=last.resumed_from_epoch,
+        phases=summaries,
+    )
 
 
 def training_status(history: TrainingHistory | dict[str, Any] | None) -> dict[str, Any]:
@@ -231,12 +292,6 @@ def training_status(history: TrainingHistory | dict[str, Any] | None) -> dict[st
     record = history.to_dict() if isinstance(history, TrainingHistory) else history
     reason = str(record.get("stopped_because", ""))
     return {"converged": bool(record.get("converged", "time budget" not in reason)), "stopped_because": reason}
-
-
-def _optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
 
 
 def _improved(metric: float, best: float, mode: str) -> bool:

@@ -19,15 +19,16 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from medanomaly.detectors.adversarial import AveragedGan
 from medanomaly.detectors.alad.network import AladNet, adversarial_losses, feature_matching_score
-from medanomaly.detectors.gan_blocks import WeightAverage, check_square, feature_distance, residual_map, stage_plan
-from medanomaly.detectors.torch_base import TorchDetector
+from medanomaly.detectors.gan_blocks import feature_distance, residual_map
 from medanomaly.registry import register
+from medanomaly.training.context import StepContext
 from medanomaly.types import Prediction
 
 
 @register("alad")
-class Alad(TorchDetector):
+class Alad(AveragedGan):
     """ALAD; score = feature-matching L1 in D_xx, map = |x - G(E(x))|.
 
     Args:
@@ -41,8 +42,6 @@ class Alad(TorchDetector):
         random_state: Seed of initialisation, latent draws, shuffling and the validation split.
     """
 
-    automatic_optimization: ClassVar[bool] = False
-    monitor: ClassVar[str] = "val_reconstruction"
     tiny_params: ClassVar[dict[str, Any]] = {"width": 8, "latent_dim": 32, "learning_rate": 1e-3}
     tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 12, "batch_size": 16}
 
@@ -55,25 +54,11 @@ class Alad(TorchDetector):
         learning_rate: float = 2e-4,
         random_state: int | None = 0,
     ) -> None:
-        self.width = width
-        self.latent_dim = latent_dim
-        self.spectral_norm = spectral_norm
-        self.ema_decay = ema_decay
-        self.learning_rate = learning_rate
-        self.random_state = random_state
+        self._store_params(locals())
 
-    def _build(self, input_shape: tuple[int, ...], fitted: dict[str, Any]) -> None:
-        channels, side = check_square(self.name, input_shape)
-        stage_plan(side, self.width, owner=self.name)
-        if not 0.0 <= self.ema_decay < 1.0:
-            msg = f"alad: ema_decay must be in [0, 1), got {self.ema_decay}"
-            raise ValueError(msg)
-        self.network_ = AladNet(channels, side, self.width, self.latent_dim, spectral=bool(self.spectral_norm))
-        self.average_ = WeightAverage(self.network_)
-
-    def modules(self) -> dict[str, nn.Module]:
-        """The trained networks and their moving average (used for scoring)."""
-        return {"network": self.network_, "average": self.average_} if hasattr(self, "network_") else {}
+    def _network(self, channels: int, side: int) -> nn.Module:
+        """E, G and the three discriminators."""
+        return AladNet(channels, side, self.width, self.latent_dim, spectral=bool(self.spectral_norm))
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Adam for E + G and Adam for the three discriminators."""
@@ -83,22 +68,16 @@ class Alad(TorchDetector):
             "discriminator": torch.optim.Adam(net.discriminator_parameters(), lr=self.learning_rate, betas=betas),
         }
 
-    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Tensor]:
+    def adversarial_step(self, images: Tensor, context: StepContext) -> dict[str, Tensor]:
         """An E + G step, then a discriminator step, on one batch of normals.
 
         ``loss`` in the returned logs is the batch's L1 reconstruction error, which the trainer monitors when there
         is no validation split.
         """
-        images = batch[0]
         latent = torch.randn(len(images), self.latent_dim, device=images.device)
         d_loss, g_loss, reconstruction = adversarial_losses(self.network_, images, latent)
-        optimizers["generator"].zero_grad(set_to_none=True)
-        g_loss.backward()
-        optimizers["generator"].step()
-        optimizers["discriminator"].zero_grad(set_to_none=True)
-        d_loss.backward()
-        optimizers["discriminator"].step()
-        self.average_.update(self.network_, self.ema_decay)
+        context.update("generator", g_loss)
+        context.update("discriminator", d_loss)
         return {
             "loss": feature_distance(images, reconstruction, "l1").mean(),  # the validation metric's training twin
             "generator_loss": g_loss.detach(),
@@ -111,9 +90,8 @@ class Alad(TorchDetector):
         return feature_distance(images, self.average_.network(images), "l1")
 
     def _score_batch(self, images: Tensor) -> Prediction:
-        self.average_.eval()
-        images = images.to(self.device)
-        scores, reconstruction = feature_matching_score(self.average_.network, images)
+        network, images = self.averaged(images)
+        scores, reconstruction = feature_matching_score(network, images)
         return Prediction(
             scores=scores,
             anomaly_maps=residual_map(images, reconstruction),

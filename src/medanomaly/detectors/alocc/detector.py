@@ -16,25 +16,18 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from medanomaly.detectors.adversarial import AveragedGan
 from medanomaly.detectors.alocc.network import AloccNet, alocc_losses, alocc_score, discriminator_loss
-from medanomaly.detectors.gan_blocks import (
-    NORMS,
-    WeightAverage,
-    adam,
-    check_square,
-    feature_distance,
-    residual_map,
-    stage_plan,
-)
-from medanomaly.detectors.torch_base import TorchDetector
+from medanomaly.detectors.gan_blocks import NORMS, adam, feature_distance, residual_map
 from medanomaly.registry import register
+from medanomaly.training.context import StepContext
 from medanomaly.types import Prediction
 
 _LOSSES = ("l1", "l2")
 
 
 @register("alocc")
-class Alocc(TorchDetector):
+class Alocc(AveragedGan):
     """ALOCC; score = 1 - D(R(x)) in [0, 1], map = |x - R(x)|.
 
     Args:
@@ -52,8 +45,6 @@ class Alocc(TorchDetector):
         random_state: Seed of initialisation, noise, shuffling and the validation split.
     """
 
-    automatic_optimization: ClassVar[bool] = False
-    monitor: ClassVar[str] = "val_reconstruction"
     tiny_params: ClassVar[dict[str, Any]] = {"width": 16, "latent_dim": 32, "learning_rate": 1e-3}
     tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 16, "batch_size": 16}
 
@@ -69,33 +60,20 @@ class Alocc(TorchDetector):
         learning_rate: float = 2e-4,
         random_state: int | None = 0,
     ) -> None:
-        self.width = width
-        self.latent_dim = latent_dim
-        self.noise_std = noise_std
-        self.reconstruction_weight = reconstruction_weight
-        self.reconstruction_loss = reconstruction_loss
-        self.discriminator_norm = discriminator_norm
-        self.ema_decay = ema_decay
-        self.learning_rate = learning_rate
-        self.random_state = random_state
+        self._store_params(locals())
 
-    def _build(self, input_shape: tuple[int, ...], fitted: dict[str, Any]) -> None:
+    def _check_hyperparameters(self) -> None:
         valid = self.reconstruction_loss in _LOSSES and self.discriminator_norm in NORMS
-        if not valid or self.noise_std < 0 or not 0.0 <= self.ema_decay < 1.0:
+        if not valid or self.noise_std < 0:
             msg = (
-                f"alocc: need reconstruction_loss in {_LOSSES}, discriminator_norm in {NORMS}, noise_std >= 0 and "
-                f"0 <= ema_decay < 1; got {self.reconstruction_loss!r}, {self.discriminator_norm!r}, "
-                f"{self.noise_std}, {self.ema_decay}"
+                f"alocc: need reconstruction_loss in {_LOSSES}, discriminator_norm in {NORMS} and noise_std >= 0; "
+                f"got {self.reconstruction_loss!r}, {self.discriminator_norm!r}, {self.noise_std}"
             )
             raise ValueError(msg)
-        channels, side = check_square(self.name, input_shape)
-        stage_plan(side, self.width, owner=self.name)
-        self.network_ = AloccNet(channels, side, self.width, self.latent_dim, self.discriminator_norm)
-        self.average_ = WeightAverage(self.network_)
 
-    def modules(self) -> dict[str, nn.Module]:
-        """Reconstructor and discriminator (one module) and their moving average (used for scoring)."""
-        return {"network": self.network_, "average": self.average_} if hasattr(self, "network_") else {}
+    def _network(self, channels: int, side: int) -> nn.Module:
+        """Reconstructor R and discriminator D."""
+        return AloccNet(channels, side, self.width, self.latent_dim, self.discriminator_norm)
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Adam for R and Adam for D."""
@@ -105,25 +83,19 @@ class Alocc(TorchDetector):
             "discriminator": adam(self.network_.discriminator, self.learning_rate, betas),
         }
 
-    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Tensor]:
+    def adversarial_step(self, images: Tensor, context: StepContext) -> dict[str, Tensor]:
         """An R step on noisy normals, then a D step (real normals vs R's outputs).
 
         ``loss`` in the returned logs is R's reconstruction error (what validation measures), monitored by the
         trainer when there is no validation split; ``reconstructor_loss`` is R's full objective.
         """
-        images = batch[0]
         noisy = images + self.noise_std * torch.randn_like(images)
         refined, losses = alocc_losses(
             self.network_, images, noisy, self.reconstruction_weight, self.reconstruction_loss
         )
-        optimizers["reconstructor"].zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizers["reconstructor"].step()
+        context.update("reconstructor", losses["loss"])
         d_loss = discriminator_loss(self.network_, images, refined)
-        optimizers["discriminator"].zero_grad(set_to_none=True)
-        d_loss.backward()
-        optimizers["discriminator"].step()
-        self.average_.update(self.network_, self.ema_decay)
+        context.update("discriminator", d_loss)
         return {
             "loss": losses["reconstruction"].detach(),
             "adversarial": losses["adversarial"].detach(),
@@ -137,7 +109,6 @@ class Alocc(TorchDetector):
         return feature_distance(images, self.average_.network(images), self.reconstruction_loss)
 
     def _score_batch(self, images: Tensor) -> Prediction:
-        self.average_.eval()
-        images = images.to(self.device)
-        scores, refined = alocc_score(self.average_.network, images)
+        network, images = self.averaged(images)
+        scores, refined = alocc_score(network, images)
         return Prediction(scores=scores, anomaly_maps=residual_map(images, refined), extras={"refined": refined})

@@ -27,7 +27,8 @@ from medanomaly.detectors.anomalypro.generator import MaskGeneratorNet, absolute
 from medanomaly.detectors.anomalypro.loss import LossWeights, focus_loss, gradient_penalty, l1
 from medanomaly.detectors.torch_base import TorchDetector
 from medanomaly.registry import register
-from medanomaly.training.engine import Trainer
+from medanomaly.training.context import StepContext
+from medanomaly.training.engine import TrainConfig
 from medanomaly.types import Prediction
 
 logger = logging.getLogger(__name__)
@@ -103,22 +104,7 @@ class AnomalyPro(TorchDetector):
         score_mode: str = "mean",
         random_state: int | None = 0,
     ) -> None:
-        self.width = width
-        self.n_down = n_down
-        self.n_res = n_res
-        self.critic_width = critic_width
-        self.critic_layers = critic_layers
-        self.n_critic = n_critic
-        self.learning_rate = learning_rate
-        self.critic_learning_rate = critic_learning_rate
-        self.lambda_adv = lambda_adv
-        self.lambda_id = lambda_id
-        self.lambda_rec = lambda_rec
-        self.lambda_focus = lambda_focus
-        self.mask_sparsity = mask_sparsity
-        self.lambda_gp = lambda_gp
-        self.score_mode = score_mode
-        self.random_state = random_state
+        self._store_params(locals())
 
     # --- building ---------------------------------------------------------------------------------------------
     def _build(self, input_shape: tuple[int, ...], fitted: dict[str, Any]) -> None:
@@ -137,29 +123,11 @@ class AnomalyPro(TorchDetector):
         """Generator and critic (the critic is kept so training can resume; scoring uses the generator only)."""
         return {"generator": self.generator_, "critic": self.critic_} if hasattr(self, "generator_") else {}
 
-    def fit(
-        self,
-        normal: Tensor,
-        *,
-        mixed: Tensor | None = None,
-        abnormal: Tensor | None = None,
-        trainer: Trainer | None = None,
-        **kwargs: Any,
-    ) -> AnomalyPro:
-        """Train on healthy ``normal`` images (B) and unlabelled ``mixed`` images (A), (N, C, H, W) in [0, 1]."""
+    def _start_fit(self, normal: Tensor, config: TrainConfig) -> None:
+        """The method's own generator (hold-out, gradient-penalty interpolation) and its loss weights."""
         self._generator = torch.Generator().manual_seed(int(self.random_state or 0) + 104729)
         self._weights = self._loss_weights()
-        self._step, self._generator_logs = 0, {}
-        return super().fit(normal, mixed=mixed, trainer=trainer)
-
-    def training_state(self) -> dict[str, dict[str, Tensor]]:
-        """Generator and critic weights plus the critic-step count, so a resumed run keeps the n_critic rhythm."""
-        return {**super().training_state(), "schedule": {"step": torch.tensor(self._step)}}
-
-    def load_training_state(self, state: dict[str, dict[str, Tensor]]) -> None:
-        """Inverse of :meth:`training_state` (checkpoints without a schedule restart the count)."""
-        super().load_training_state(state)
-        self._step = int(state.get("schedule", {}).get("step", 0))
+        self._generator_logs: dict[str, Tensor] = {}
 
     def _loss_weights(self) -> LossWeights:
         return LossWeights(
@@ -198,31 +166,28 @@ class AnomalyPro(TorchDetector):
             "generator": torch.optim.Adam(self.generator_.parameters(), lr=self.learning_rate, betas=betas),
         }
 
-    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Tensor]:
-        """One critic update per batch; every ``n_critic``-th batch also one generator update (as in the source).
+    def training_step(self, batch: Any, context: StepContext) -> dict[str, Tensor]:
+        """One critic update per batch; every ``n_critic``-th step (counted by the Trainer) also a generator update.
 
         The generator's losses of its latest update are repeated on critic-only steps, so epoch means stay fair.
         """
         a, b = batch
-        logs = self._critic_step(a, b, optimizers["critic"])
-        self._step += 1
-        if self._step % self.n_critic == 0 or not self._generator_logs:
-            self._generator_logs = self._generator_step(a, b, optimizers["generator"])
+        logs = self._critic_step(a, b, context)
+        if (context.step + 1) % self.n_critic == 0 or not self._generator_logs:
+            self._generator_logs = self._generator_step(a, b, context)
         return {**logs, **self._generator_logs}
 
-    def _critic_step(self, a: Tensor, b: Tensor, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+    def _critic_step(self, a: Tensor, b: Tensor, context: StepContext) -> dict[str, Tensor]:
         with torch.no_grad():
             fake = self.generator_(a)[0]
         real_value = self.critic_.image_values(b).mean()
         fake_value = self.critic_.image_values(fake).mean()
         penalty = gradient_penalty(self.critic_, b, fake, self._generator)
         loss = fake_value - real_value + self._weights.gradient_penalty * penalty
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        context.update("critic", loss)
         return {"critic": loss.detach(), "wasserstein": (real_value - fake_value).detach(), "gp": penalty.detach()}
 
-    def _generator_step(self, a: Tensor, b: Tensor, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+    def _generator_step(self, a: Tensor, b: Tensor, context: StepContext) -> dict[str, Tensor]:
         weights = self._weights
         translated_a, _, mask_a = self.generator_(a)
         translated_b, _, mask_b = self.generator_(b)
@@ -236,9 +201,7 @@ class AnomalyPro(TorchDetector):
             + weights.reconstruction * reconstruction
             + weights.focus * focus
         )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        context.update("generator", loss)
         logs = {"adversarial": adversarial, "identity": identity, "reconstruction": reconstruction, "focus": focus}
         return {"loss": loss.detach(), **{k: v.detach() for k, v in logs.items()}, "mask_mean": mask_a.mean().detach()}
 

@@ -31,6 +31,7 @@ from medanomaly.detectors.classifier.validation import collapse_report, collapse
 from medanomaly.detectors.torch_base import TorchDetector
 from medanomaly.features import FeatureExtractor
 from medanomaly.registry import register
+from medanomaly.training.context import StepContext
 from medanomaly.training.engine import Trainer
 from medanomaly.types import Prediction
 
@@ -145,7 +146,7 @@ class CnnClassifier(TorchDetector):
         """
         self._generator = torch.Generator().manual_seed(int(self.random_state or 0) + 7919)
         self._augmenter = RandomAugment(self.flip, self.rotation, self.shift, contrast=self.contrast)
-        super().fit(normal, abnormal=abnormal, trainer=trainer)
+        super().fit(normal, abnormal=abnormal, trainer=trainer, **kwargs)
         if self._val_set is not None:
             self.validation_ = self._check(self._val_set, "validation")
         else:
@@ -206,7 +207,7 @@ class CnnClassifier(TorchDetector):
         weights = self.class_weights_.to(logits.device)
         return F.cross_entropy(logits, labels, reduction="none") * weights[labels]
 
-    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Tensor]:
+    def training_step(self, batch: Any, context: StepContext) -> dict[str, Tensor]:
         """Weighted cross-entropy on an augmented batch; also logs the batch accuracy."""
         images, labels = batch
         if self.augment:

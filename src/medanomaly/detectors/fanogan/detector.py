@@ -3,7 +3,7 @@
 Schlegl et al., "f-AnoGAN: Fast unsupervised anomaly detection with generative adversarial networks", Medical Image
 Analysis 54 (2019), https://doi.org/10.1016/j.media.2019.01.010.
 
-Training has two phases, each one run of the shared :class:`~medanomaly.training.Trainer`:
+Training has two phases, both run by the shared :class:`~medanomaly.training.Trainer`:
 
 1. ``gan``: generator and critic, WGAN-GP (lambda_gp = 10, n_critic = 5: the generator steps once per five critic
    steps, counted in a saved buffer so resuming keeps the rhythm). No label-free measure reliably ranks GAN epochs
@@ -12,17 +12,15 @@ Training has two phases, each one run of the shared :class:`~medanomaly.training
 2. ``encoder``: G and D frozen, the encoder learns izi_f (image MSE + kappa * critic-feature MSE of G(E(x))).
    Early stopping and the best epoch use izi_f on held-out normals.
 
-Checkpoints go to ``<checkpoint_dir>/gan/`` and ``<checkpoint_dir>/encoder/``; once the encoder phase has a
-checkpoint, a resumed run does not train the GAN further. ``--max-minutes`` is shared: the GAN phase gets
+The Trainer keeps one checkpoint per phase (``<checkpoint_dir>/gan/``, ``<checkpoint_dir>/encoder/``); once the
+encoder phase has one, a resumed run does not train the GAN further. ``--max-minutes`` is shared: the GAN phase gets
 ``gan_time_share`` of it, the encoder the rest.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
-from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -32,10 +30,10 @@ from medanomaly.detectors.fanogan.network import FanoganNet, critic_loss, izif_r
 from medanomaly.detectors.gan_blocks import StepCounter, adam, check_square, residual_map, set_trainable, stage_plan
 from medanomaly.detectors.torch_base import TorchDetector
 from medanomaly.registry import register
-from medanomaly.training.engine import Trainer, TrainingHistory
+from medanomaly.training.context import StepContext
+from medanomaly.training.engine import TrainConfig
 from medanomaly.types import Prediction
 
-logger = logging.getLogger(__name__)
 PHASES = ("gan", "encoder")
 
 
@@ -58,6 +56,7 @@ class Fanogan(TorchDetector):
     """
 
     automatic_optimization: ClassVar[bool] = False
+    phases: ClassVar[tuple[str, ...]] = PHASES
     #: One critic step per generator step: five would leave ~15 generator steps in the tiny budget.
     tiny_params: ClassVar[dict[str, Any]] = {"width": 16, "latent_dim": 32, "n_critic": 1}
     tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 8, "batch_size": 16}
@@ -110,18 +109,12 @@ class Fanogan(TorchDetector):
         """Generator, critic and encoder (one module) and the step counters."""
         return {"network": self.network_, "counter": self.counter_} if hasattr(self, "network_") else {}
 
-    def fit(
-        self,
-        normal: Tensor,
-        *,
-        mixed: Tensor | None = None,
-        abnormal: Tensor | None = None,
-        trainer: Trainer | None = None,
-        **kwargs: Any,
-    ) -> Self:
-        """Train the GAN, then the encoder, each with one run of the shared trainer (see the module docstring)."""
-        phased = _PhasedTrainer(trainer or Trainer(), self.gan_time_share)
-        return super().fit(normal, mixed=mixed, abnormal=abnormal, trainer=phased, **kwargs)  # type: ignore[arg-type]
+    def phase_config(self, phase: str, config: TrainConfig) -> TrainConfig:
+        """The GAN phase runs all its epochs (no early stopping) within ``gan_time_share`` of the time budget."""
+        if phase != "gan":
+            return config
+        minutes = None if config.max_minutes is None else self.gan_time_share * config.max_minutes
+        return replace(config, patience=None, max_minutes=minutes)
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Generator and critic Adams (GAN phase) or the encoder's Adam (encoder phase)."""
@@ -133,34 +126,34 @@ class Fanogan(TorchDetector):
             }
         return {"encoder": adam(net.encoder, self.encoder_learning_rate, (0.9, 0.999))}
 
-    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Tensor | float]:
+    def training_step(self, batch: Any, context: StepContext) -> dict[str, Tensor | float]:
         """One critic step (plus a generator step every ``n_critic``), or one encoder step."""
         if self.phase_ == "gan":
-            return self._gan_step(batch[0], optimizers)
-        return self._encoder_step(batch[0], optimizers["encoder"])
+            return self._gan_step(batch[0], context)
+        return self._encoder_step(batch[0], context)
 
-    def _gan_step(self, real: Tensor, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Tensor | float]:
+    def _gan_step(self, real: Tensor, context: StepContext) -> dict[str, Tensor | float]:
         net = self.network_
         fake = net.generator(net.sample_latent(len(real)))
         loss, wasserstein = critic_loss(net.critic, real, fake, self.gp_weight)
-        _step(optimizers["critic"], loss)
+        context.update("critic", loss)
         logs: dict[str, Tensor | float] = {"critic_loss": loss.detach(), "wasserstein": wasserstein}
         if self.counter_.increment("critic_steps") % self.n_critic == 0:
             set_trainable(net.critic, False)
             generator_loss = -net.critic(net.generator(net.sample_latent(len(real)))).mean()
-            _step(optimizers["generator"], generator_loss)
+            context.update("generator", generator_loss)
             set_trainable(net.critic, True)
             self.counter_.increment("generator_steps")
             logs["generator_loss"] = generator_loss.detach()
         return logs
 
-    def _encoder_step(self, images: Tensor, optimizer: torch.optim.Optimizer) -> dict[str, Tensor | float]:
+    def _encoder_step(self, images: Tensor, context: StepContext) -> dict[str, Tensor | float]:
         net = self.network_
         net.generator.eval()  # frozen: batch-norm statistics must not move
         net.critic.eval()
         residual, _ = izif_residual(net, images, self.kappa)
         loss = residual.mean()
-        _step(optimizer, loss)
+        context.update("encoder", loss)
         return {"loss": loss.detach()}
 
     def start_phase(self, phase: str) -> None:
@@ -174,12 +167,11 @@ class Fanogan(TorchDetector):
         """Per-image izi_f residual of held-out normals (encoder phase)."""
         return izif_residual(self.network_, batch[0], self.kappa)[0]
 
-    @torch.no_grad()
-    def validation_metric(self, val_set: Dataset) -> float:
+    def epoch_metric(self, val_set: Dataset | None, logs: dict[str, float]) -> float:
         """Generator steps so far (GAN phase: the last epoch is kept) or mean held-out izi_f (encoder phase)."""
         if self.phase_ == "gan":
             return float(self.counter_.value("generator_steps"))
-        return super().validation_metric(val_set)
+        return super().epoch_metric(val_set, logs)
 
     # --- scoring -----------------------------------------------------------------------------------------------------
     def _score_batch(self, images: Tensor) -> Prediction:
@@ -188,64 +180,3 @@ class Fanogan(TorchDetector):
         scores, reconstruction = izif_residual(self.network_, images, self.kappa)
         maps = residual_map(images, reconstruction)
         return Prediction(scores=scores, anomaly_maps=maps, extras={"reconstruction": reconstruction})
-
-
-def _step(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-
-
-class _PhasedTrainer:
-    """Runs the shared Trainer once per phase; looks like a Trainer to :meth:`TorchDetector.fit`."""
-
-    def __init__(self, trainer: Trainer, gan_time_share: float) -> None:
-        self.config = trainer.config
-        self.device = trainer.device
-        self.gan_time_share = gan_time_share
-
-    def fit(self, detector: Fanogan, train_set: Dataset, val_set: Dataset | None) -> dict[str, Any]:
-        """Both phases; returns {"gan": history, "encoder": history, "stopped_because", "seconds"}."""
-        histories: dict[str, TrainingHistory] = {}
-        for phase in PHASES:
-            detector.start_phase(phase)
-            config = self._phase_config(phase, histories)
-            # the GAN phase's metric (generator steps) reads no data, but the trainer only asks for it given a set
-            phase_val = train_set if phase == "gan" and val_set is None else val_set
-            histories[phase] = Trainer(config).fit(detector, train_set, phase_val)
-            logger.info("fanogan %s phase: %s", phase, histories[phase].stopped_because)
-        detector.start_phase("encoder")
-        return {
-            **{phase: history.to_dict() for phase, history in histories.items()},
-            "stopped_because": "; ".join(f"{phase}: {h.stopped_because}" for phase, h in histories.items()),
-            "converged": all(history.converged for history in histories.values()),
-            "seconds": sum(history.seconds for history in histories.values()),
-        }
-
-    def _phase_config(self, phase: str, done: dict[str, TrainingHistory]) -> Any:
-        config = self.config
-        changes: dict[str, Any] = {}
-        if config.checkpoint_dir is not None:
-            changes["checkpoint_dir"] = str(Path(config.checkpoint_dir) / phase)
-        if config.max_minutes is not None:
-            share = self.gan_time_share * config.max_minutes
-            used = done["gan"].seconds / 60.0 if "gan" in done else 0.0
-            changes["max_minutes"] = share if phase == "gan" else max(config.max_minutes - used, 1e-3)
-        if phase == "gan":
-            changes["patience"] = None
-            finished = _finished_gan_epochs(config.checkpoint_dir, config.resume)
-            if finished is not None:
-                changes["max_epochs"] = finished
-        return replace(config, **changes)
-
-
-def _finished_gan_epochs(checkpoint_dir: str | None, resume: bool) -> int | None:
-    """Epochs of a GAN phase that already ended (the encoder phase has a checkpoint), so resuming skips it."""
-    if checkpoint_dir is None or not resume:
-        return None
-    root = Path(checkpoint_dir)
-    if not (root / "encoder" / "last.pt").exists() or not (root / "gan" / "last.pt").exists():
-        return None
-    payload = torch.load(root / "gan" / "last.pt", map_location="cpu", weights_only=True)
-    epochs = payload["history"]["epochs"]
-    return int(epochs[-1]["epoch"]) + 1 if epochs else None

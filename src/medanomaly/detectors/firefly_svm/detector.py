@@ -31,6 +31,7 @@ from medanomaly.detectors.base import BaseDetector
 from medanomaly.detectors.firefly_svm.features import TextureFeatures
 from medanomaly.detectors.firefly_svm.firefly import SearchResult, firefly_search
 from medanomaly.registry import register
+from medanomaly.training.context import RunConfig
 from medanomaly.types import Prediction
 
 logger = logging.getLogger(__name__)
@@ -163,16 +164,14 @@ class FireflySvm(BaseDetector):
                                orientations=int(self.orientations))  # fmt: skip
 
     # --- fitting ----------------------------------------------------------------------------------------------
-    def fit(
-        self, normal: Tensor, *, mixed: Tensor | None = None, abnormal: Tensor | None = None, **kwargs: Any
-    ) -> FireflySvm:
+    def _fit(self, normal: Tensor, *, mixed: Tensor | None, abnormal: Tensor | None, run: RunConfig) -> FireflySvm:
         """Extract features, search the subset and C/gamma, fit the final SVM.
 
         Args:
             normal: (N, C, H, W) float in [0, 1], label 0.
             mixed: Ignored.
             abnormal: (K, C, H, W) float in [0, 1], label 1.
-            **kwargs: ``trainer``: its ``config.max_minutes`` bounds the search's wall-clock time.
+            run: Its ``max_minutes`` bounds the search's wall-clock time.
         """
         self._validate(normal, abnormal)
         extractor = self.feature_extractor
@@ -180,7 +179,7 @@ class FireflySvm(BaseDetector):
         labels = np.concatenate([np.zeros(len(normal), np.int64), np.ones(len(abnormal), np.int64)])
         scaler = StandardScaler().fit(features)
         scaled = scaler.transform(features)
-        result = self._search(scaled, labels, kwargs.get("trainer"))
+        result = self._search(scaled, labels, run.max_minutes)
         svm = self._fit_svm(scaled[:, result.selected], labels, result)
         svc = svm.calibrated_classifiers_[0].estimator
         self.input_shape_ = tuple(int(size) for size in normal.shape[1:])
@@ -213,7 +212,7 @@ class FireflySvm(BaseDetector):
             msg = f"class_weight must be 'balanced' or None, got {self.class_weight!r}"
             raise ValueError(msg)
 
-    def _search(self, features: np.ndarray, labels: np.ndarray, trainer: Any) -> SearchResult:
+    def _search(self, features: np.ndarray, labels: np.ndarray, minutes: float | None) -> SearchResult:
         n_features = features.shape[1]
         if not self.search:
             return SearchResult(np.ones(n_features, dtype=bool), 1.0, 1.0 / n_features, float("nan"), 0)
@@ -222,7 +221,6 @@ class FireflySvm(BaseDetector):
             keep, _ = train_test_split(np.arange(len(labels)), train_size=int(self.search_samples), stratify=labels,
                                        random_state=seed)  # fmt: skip
             features, labels = features[np.sort(keep)], labels[np.sort(keep)]
-        minutes = getattr(getattr(trainer, "config", None), "max_minutes", None)
         return firefly_search(
             features, labels, population_size=self.population_size, n_iterations=self.n_iterations,
             max_evaluations=self.max_evaluations, n_folds=self.n_folds, scoring=self.scoring,

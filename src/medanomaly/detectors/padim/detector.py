@@ -25,10 +25,11 @@ from tqdm.auto import tqdm
 
 from medanomaly.detectors.base import BaseDetector
 from medanomaly.detectors.padim.gaussian import GaussianAccumulator, GaussianModel
-from medanomaly.detectors.patchcore.detector import _check_weights, _run_settings
+from medanomaly.detectors.patchcore.detector import _check_weights
 from medanomaly.features import FeatureExtractor
 from medanomaly.features.maps import concat_layers, smooth_maps, topk_mean
 from medanomaly.registry import register
+from medanomaly.training.context import RunConfig
 from medanomaly.types import Prediction
 
 logger = logging.getLogger(__name__)
@@ -91,19 +92,17 @@ class Padim(BaseDetector):
         self.runtime = runtime
         self.random_state = random_state
 
-    def fit(
-        self, normal: Tensor, *, mixed: Tensor | None = None, abnormal: Tensor | None = None, **kwargs: Any
-    ) -> Self:
+    def _fit(self, normal: Tensor, *, mixed: Tensor | None, abnormal: Tensor | None, run: RunConfig) -> Self:
         """Fit the per-position Gaussians on ``normal`` (N, C, H, W) in [0, 1] (N >= 2).
 
         Args:
             normal: Healthy images.
             mixed: Unused.
             abnormal: Unused.
-            **kwargs: ``trainer`` (its batch size, device and progress setting are used), others ignored.
+            run: Batch size, device and progress bars.
         """
         self._validate(normal)
-        batch_size, device, progress = _run_settings(kwargs.get("trainer"))
+        batch_size, device, progress = run.batch_size, run.torch_device, run.progress
         self.extractor_ = self._make_extractor().to(device)
         total = sum(self.extractor_.out_channels)
         n_features = min(int(self.n_features), total)

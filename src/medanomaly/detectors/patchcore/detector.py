@@ -31,6 +31,7 @@ from medanomaly.detectors.patchcore.memory_bank import MemoryBank
 from medanomaly.features import FeatureExtractor
 from medanomaly.features.maps import concat_layers, smooth_maps
 from medanomaly.registry import register
+from medanomaly.training.context import RunConfig
 from medanomaly.types import Prediction
 
 logger = logging.getLogger(__name__)
@@ -111,19 +112,17 @@ class PatchCore(BaseDetector):
         self.random_state = random_state
 
     # --- fitting ------------------------------------------------------------------------------------------------
-    def fit(
-        self, normal: Tensor, *, mixed: Tensor | None = None, abnormal: Tensor | None = None, **kwargs: Any
-    ) -> Self:
+    def _fit(self, normal: Tensor, *, mixed: Tensor | None, abnormal: Tensor | None, run: RunConfig) -> Self:
         """Extract the patch features of ``normal`` (N, C, H, W) in [0, 1] and keep a coreset of them.
 
         Args:
             normal: Healthy images.
             mixed: Unused.
             abnormal: Unused.
-            **kwargs: ``trainer`` (its batch size, device and progress setting are used), others ignored.
+            run: Batch size, device and progress bars.
         """
         self._validate(normal)
-        batch_size, device, progress = _run_settings(kwargs.get("trainer"))
+        batch_size, device, progress = run.batch_size, run.torch_device, run.progress
         seed = int(self.random_state or 0)
         extractor = self._make_extractor().to(device)
         in_dim = sum(extractor.out_channels)
@@ -296,8 +295,3 @@ def _check_weights(extractor: FeatureExtractor, fitted: dict[str, Any]) -> None:
         raise ValueError(msg)
 
 
-def _run_settings(trainer: Any) -> tuple[int, torch.device, bool]:
-    """(batch size, device, progress) from an optional :class:`~medanomaly.training.Trainer`."""
-    if trainer is None:
-        return 32, torch.device("cpu"), False
-    return int(trainer.config.batch_size), trainer.device, bool(trainer.config.progress)

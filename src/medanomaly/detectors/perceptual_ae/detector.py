@@ -32,7 +32,8 @@ from medanomaly.detectors.torch_base import TorchDetector
 from medanomaly.features import FeatureExtractor
 from medanomaly.features.backbones import build_backbone
 from medanomaly.registry import register
-from medanomaly.training.engine import TrainConfig, Trainer
+from medanomaly.training.context import StepContext
+from medanomaly.training.engine import TrainConfig
 from medanomaly.types import Prediction
 
 logger = logging.getLogger(__name__)
@@ -137,20 +138,13 @@ class PerceptualAutoencoder(TorchDetector):
         return config
 
     # --- training ---------------------------------------------------------------------------------------------
-    def fit(
-        self,
-        normal: Tensor,
-        *,
-        mixed: Tensor | None = None,
-        abnormal: Tensor | None = None,
-        trainer: Trainer | None = None,
-        **kwargs: Any,
-    ) -> PerceptualAutoencoder:
-        """Train on normals (N, C, R, R) in [0, 1], growing from ``start_resolution`` to R."""
-        trainer = trainer or Trainer()
-        self._max_epochs = trainer.config.max_epochs
-        super().fit(normal, trainer=trainer)
+    def _start_fit(self, normal: Tensor, config: TrainConfig) -> None:
+        """Plan growth over ``GROW_FRACTION`` of the epochs (unless ``stage_epochs``); resolve the foreground rule."""
+        self._max_epochs = config.max_epochs
         self.foreground_ = resolve_foreground(self.foreground, normal)
+
+    def _end_fit(self) -> None:
+        """Warn when training ended before the final resolution (scores then use an upsampled earlier stage)."""
         reached = (int(self.network_.stage), float(self.network_.alpha))
         if reached != (self.network_.n_stages - 1, 1.0):
             logger.warning(
@@ -160,7 +154,6 @@ class PerceptualAutoencoder(TorchDetector):
                 reached[1],
                 self.network_.n_stages,
             )
-        return self
 
     def make_datasets(
         self, normal: Tensor, mixed: Tensor | None, abnormal: Tensor | None, val_fraction: float
@@ -180,7 +173,7 @@ class PerceptualAutoencoder(TorchDetector):
         """Adam on the autoencoder (the extractor is frozen)."""
         return {"adam": torch.optim.Adam(self.network_.parameters(), lr=self.learning_rate)}
 
-    def training_step(self, batch: Any, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Tensor | float]:
+    def training_step(self, batch: Any, context: StepContext) -> dict[str, Tensor | float]:
         """Perceptual loss at the current stage's resolution, then advance the growth schedule."""
         images = batch[0]
         network = self.network_
