@@ -37,6 +37,12 @@ def test_unknown_split_is_an_error_naming_the_line(tmp_path) -> None:
         load_index(_manifest(tmp_path, ["a.png,normal,test", "b.png,normal,training"]))
 
 
+def test_rows_kept_out_of_every_split_are_not_loaded(tmp_path) -> None:
+    index = load_index(_manifest(tmp_path, ["a.png,normal,train", "b.png,lesion,test", "c.png,lesion,unassigned"]))
+    assert sorted(s.path.name for s in index.samples) == ["a.png", "b.png"]
+    assert index.splits == ["test", "train"]
+
+
 @pytest.mark.parametrize(
     ("rows", "match"),
     [

@@ -16,6 +16,7 @@ from medanomaly.errors import InputError, printable
 from medanomaly.io import scan_studies
 
 SPLIT_NAMES = ("train", "val", "validation", "test")
+EXCLUDED_SPLITS = ("unassigned", "unused", "excluded")  # manifest rows a data set keeps out of every split
 _MANIFEST = "manifest.csv"
 
 
@@ -136,7 +137,8 @@ def _read_manifest(manifest: Path) -> list[Sample]:
             rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as err:
         raise InputError(manifest, f"not a readable UTF-8 CSV ({err})", "save the manifest as UTF-8 CSV") from err
-    return [_manifest_sample(manifest, number, row) for number, row in enumerate(rows, start=2)]
+    samples = [_manifest_sample(manifest, number, row) for number, row in enumerate(rows, start=2)]
+    return [sample for sample in samples if sample.split not in EXCLUDED_SPLITS]
 
 
 def _manifest_sample(manifest: Path, line: int, row: dict[str, str | None]) -> Sample:
@@ -146,9 +148,10 @@ def _manifest_sample(manifest: Path, line: int, row: dict[str, str | None]) -> S
     if not path or not label:
         raise InputError(manifest, f"line {line} has an empty {'path' if not path else 'label'}",
                          "every row needs a path and a label")
-    if split is not None and split not in SPLIT_NAMES:
+    if split is not None and split not in SPLIT_NAMES + EXCLUDED_SPLITS:
         raise InputError(manifest, f"line {line}: unknown split {row.get('split')!r}",
-                         f"use one of {', '.join(SPLIT_NAMES)} or leave the split empty")
+                         f"use one of {', '.join(SPLIT_NAMES)}, leave the split empty, or keep the row out of every "
+                         f"split with {', '.join(EXCLUDED_SPLITS)}")
     return Sample(manifest.parent / path, label, split)
 
 
