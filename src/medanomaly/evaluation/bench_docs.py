@@ -98,14 +98,14 @@ def _reproduction_row(entry: Published, ours: dict[str, Any] | None) -> str:
     paper = f"{entry.auroc:.3f}" if entry.auroc is not None else "–"
     source = f"{entry.protocol} ({entry.citation})"
     if ours is None or ours.get("auroc_mean") is None:
-        verdict = "no run on this protocol yet" if entry.run else "no published number on a protocol we can run"
+        verdict = "no run on this protocol yet" if entry.auroc is not None else "no published number to compare"
         return f"| {entry.method} | {entry.dataset} | {paper} | {source} | – | – | – | – | {verdict} |"
     mean, std = ours["auroc_mean"], ours.get("auroc_std")
     auroc = f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
     ci = f"{ours['auroc_ci_low']:.3f}–{ours['auroc_ci_high']:.3f}" if ours.get("auroc_ci_low") is not None else "–"
     seeds = f"{ours['seeds_ok']}/{ours['seeds']}"
     if entry.auroc is None:
-        gap, verdict = "–", "no published number on this protocol"
+        gap, verdict = "–", "no published number to compare"
     else:
         delta = mean - entry.auroc
         gap = f"{delta:+.3f}"
