@@ -32,6 +32,7 @@ import time
 import traceback
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fuzz_seeds import write_seeds
 
 TIME_LIMIT_S = 5.0
+LOST_AFTER_S = 1800.0  # a 500-input chunk within the 5 s limit takes far less, even at a load of 30
 MEMORY_LIMIT = 2 << 30
 _INTS = (0, 1, -1, 2, 3, 7, 8, 12, 15, 16, 17, 255, 256, 4096, 32767, -32768, 65535, 2**31 - 1, -(2**31), 2**32 - 1)
 _FLOATS = (float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e38, -1e38, 1e-38, -1.0, 2.0, 3e9)
@@ -309,7 +311,7 @@ def campaign(n: int, seed: int, *, start: int = 0, workers: int = 1, chunk: int 
              crash_dir: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Run inputs ``start..start+n-1`` of campaign ``seed``; ``workers`` = 0 runs in this process (no memory cap)."""
     total: dict[str, Any] = {"counts": Counter(), "signatures": Counter(), "examples": {}, "slowest": (0.0, -1),
-                             "slowest_wall": (0.0, -1), "vm_growth": (0, -1)}
+                             "slowest_wall": (0.0, -1), "vm_growth": (0, -1), "lost": []}
     began = time.time()
     with tempfile.TemporaryDirectory(prefix="fuzz_seeds_") as seeds_dir:
         write_seeds(Path(seeds_dir))
@@ -319,7 +321,7 @@ def campaign(n: int, seed: int, *, start: int = 0, workers: int = 1, chunk: int 
             pool = None
         else:
             pool = mp.get_context("spawn").Pool(workers, initializer=_limit_memory, maxtasksperchild=20)
-            parts = pool.imap_unordered(_run_range_star, ranges)
+            parts = _collect(pool, ranges, total)
         try:
             for done, part in enumerate(parts, 1):
                 _merge(total, part)
@@ -338,11 +340,18 @@ def campaign(n: int, seed: int, *, start: int = 0, workers: int = 1, chunk: int 
             "slowest_index": total["slowest"][1], "slowest_wall_seconds": round(total["slowest_wall"][0], 3),
             "slowest_wall_index": total["slowest_wall"][1], "seconds": round(seconds, 1),
             "max_vm_growth_mb": round(total["vm_growth"][0] / 1024), "max_vm_growth_index": total["vm_growth"][1],
+            "lost_chunks": total["lost"],
             "inputs_per_second": round(n / seconds, 1) if seconds else None, "loadavg": os.getloadavg()}
 
 
-def _run_range_star(args: tuple[Any, ...]) -> dict[str, Any]:
-    return run_range(*args)
+def _collect(pool: Any, ranges: list[tuple[Any, ...]], total: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Results of the chunks in order; a chunk whose worker vanished (native crash, kill) or hangs is listed as lost."""
+    pending = [(r[1], pool.apply_async(run_range, r)) for r in ranges]
+    for first, result in pending:
+        try:
+            yield result.get(timeout=LOST_AFTER_S)
+        except mp.TimeoutError:
+            total["lost"].append(first)
 
 
 def main() -> int:
@@ -362,7 +371,7 @@ def main() -> int:
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
-    return 1 if summary["crashes"] or summary["over_memory"] or summary["slow"] else 0
+    return 1 if summary["crashes"] or summary["over_memory"] or summary["slow"] or summary["lost_chunks"] else 0
 
 
 if __name__ == "__main__":
