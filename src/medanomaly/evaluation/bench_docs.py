@@ -24,7 +24,7 @@ from medanomaly.evaluation.bench_markdown import summary_table
 
 GAP_TOLERANCE = 0.03  # issue #15: a method more than this below its paper on the same protocol is a defect
 _MARKER = re.compile(r"(<!-- table:(\w+)([^>]*?) -->\n)(.*?)(<!-- /table -->)", re.DOTALL)
-_INTEGERS = ("seeds", "seeds_ok", "n_normal", "n_abnormal", "resolution")
+_INTEGERS = ("seeds", "seeds_ok", "seeds_budget_cut", "n_normal", "n_abnormal", "resolution")
 _TEXT = ("dataset", "method", "base_method", "trains_on", "status", "error")
 
 
