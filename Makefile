@@ -27,6 +27,7 @@ test: lint
 lint: install
 	$(VENV)/bin/ruff check src tests
 	$(PY) -m mypy
+	$(PY) bench/make_tables.py --check
 
 clean:
 	rm -rf demo-output .pytest_cache
