@@ -140,3 +140,19 @@ def test_density_layer_chooses_the_pooled_feature_behind_the_score(phantoms) -> 
     detector.fit(phantoms["normal"][:32], trainer=Trainer(TrainConfig(max_epochs=1, progress=False)))
     assert detector.state_dict()["density.image_mean"].shape == (net.density_channels,)
     assert torch.isfinite(detector.score(phantoms["test"][:4]).scores).all()
+
+
+def test_onnx_scoring_runtime_matches_torch_and_is_saved(phantoms, tmp_path, monkeypatch) -> None:
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("MEDANOMALY_CACHE", str(tmp_path / "cache"))
+    detector = AnatPaste(**{**AnatPaste.tiny_params, "runtime": "onnx"})
+    detector.fit(phantoms["normal"][:32], trainer=Trainer(TrainConfig(max_epochs=1, progress=False)))
+    assert detector.fitted_config()["runtime"] == "onnx"
+    onnx = detector.score(phantoms["test"][:6])
+    assert list((tmp_path / "cache" / "onnx").glob("anatpaste-*.onnx"))  # exported once, into the cache
+    detector.runtime_ = "torch"
+    eager = detector.score(phantoms["test"][:6])
+    torch.testing.assert_close(onnx.scores, eager.scores, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(onnx.anomaly_maps, eager.anomaly_maps, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        AnatPaste(**{**AnatPaste.tiny_params, "runtime": "gpu"}).fit(phantoms["normal"][:8])

@@ -16,6 +16,7 @@ iScience 2023, https://arxiv.org/abs/2205.04282; the density step follows CutPas
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from typing import Any, ClassVar
@@ -31,6 +32,7 @@ from medanomaly.detectors.anatpaste.network import AnatPasteNet, GaussianDensity
 from medanomaly.detectors.anatpaste.organ_mask import get_organ_mask, organ_masks
 from medanomaly.detectors.anatpaste.paste import PasteConfig, paste_patches
 from medanomaly.detectors.torch_base import TorchDetector, split_dataset
+from medanomaly.features.fast import build_runner, onnxruntime_available
 from medanomaly.features.maps import smooth_maps
 from medanomaly.registry import register
 from medanomaly.training.context import StepContext
@@ -38,6 +40,7 @@ from medanomaly.training.engine import Trainer
 from medanomaly.types import Prediction
 
 logger = logging.getLogger(__name__)
+_RUNTIMES = ("auto", "torch", "onnx")
 
 
 @register("anatpaste")
@@ -67,11 +70,13 @@ class AnatPaste(TorchDetector):
         weight_decay: Adam weight decay.
         max_patch_vectors: Local feature vectors (drawn at random positions) the patch Gaussian is fitted on.
         map_sigma: Gaussian smoothing of the map, in pixels of a 224-pixel image (scaled with the input size).
+        runtime: Scoring runtime of the fine-tuned network: ``auto`` (ONNX Runtime when installed, else torch),
+            ``torch`` or ``onnx``; what ``auto`` chose at fit time is saved and used when the model is loaded.
         random_state: Seed of initialisation, pasting, shuffling and the validation split.
     """
 
     tiny_params: ClassVar[dict[str, Any]] = {"backbone": "tiny", "learning_rate": 3e-3, "head_learning_rate": 1e-2,
-                                             "map_sigma": 2.0}  # fmt: skip
+                                             "map_sigma": 2.0, "runtime": "torch"}  # fmt: skip
     tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 6, "batch_size": 32}
     #: Epoch-bound schedule sized for a 2-core CPU at 224 px (docs/methods/anatpaste.md, "Cost on a CPU").
     default_train: ClassVar[dict[str, Any]] = {"max_epochs": 8, "batch_size": 16, "patience": 3}
@@ -97,6 +102,7 @@ class AnatPaste(TorchDetector):
         weight_decay: float = 1e-5,
         max_patch_vectors: int = 20000,
         map_sigma: float = 4.0,
+        runtime: str = "auto",
         random_state: int | None = 0,
     ) -> None:
         self.backbone = backbone
@@ -117,6 +123,7 @@ class AnatPaste(TorchDetector):
         self.weight_decay = weight_decay
         self.max_patch_vectors = max_patch_vectors
         self.map_sigma = map_sigma
+        self.runtime = runtime
         self.random_state = random_state
 
     @property
@@ -157,8 +164,23 @@ class AnatPaste(TorchDetector):
     ) -> AnatPaste:
         """Train the pretext task on ``normal`` (N, C, H, W) in [0, 1], then fit the Gaussians on their features."""
         self._generator = torch.Generator().manual_seed(int(self.random_state or 0) + 4243)
+        if self.runtime not in _RUNTIMES:
+            msg = f"anatpaste: runtime must be one of {_RUNTIMES}, got {self.runtime!r}"
+            raise ValueError(msg)
         super().fit(normal, trainer=trainer, **kwargs)
         self._fit_density(normal)
+        use_onnx = self.runtime == "onnx" or (self.runtime == "auto" and onnxruntime_available())
+        self.runtime_ = "onnx" if use_onnx else "torch"
+        return self
+
+    def fitted_config(self) -> dict[str, Any]:
+        """Input shape, history and the scoring runtime chosen at fit time."""
+        return {**super().fitted_config(), "runtime": getattr(self, "runtime_", "torch")}
+
+    def restore(self, fitted: dict[str, Any], state: dict[str, Tensor]) -> AnatPaste:
+        """Rebuild and load; a model saved before the runtime was recorded scores with torch, as it did."""
+        super().restore(fitted, state)
+        self.runtime_ = fitted.get("runtime", "torch") if self.runtime == "auto" else self.runtime
         return self
 
     def make_datasets(
@@ -226,12 +248,42 @@ class AnatPaste(TorchDetector):
     def _score_batch(self, images: Tensor) -> Prediction:
         self.network_.eval()
         images = images.to(self.device)
-        local, pooled = self.network_.features(images, self.network_.density_layer)
+        if getattr(self, "runtime_", "torch") == "onnx" and images.device.type == "cpu":
+            local, pooled = self._onnx_features(images)
+        else:
+            local, pooled = self.network_.features(images, self.network_.density_layer)
         scores = self.density_.image_distance(pooled)
         size = (int(images.shape[-2]), int(images.shape[-1]))
         sigma = float(self.map_sigma) * size[0] / 224
         maps = smooth_maps(self.density_.patch_distance(local), size, sigma=sigma)
         return Prediction(scores=scores, anomaly_maps=maps, extras={})
+
+
+    def _onnx_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Local (map layer) and pooled (density layer) features through ONNX Runtime.
+
+        The network is exported once per fine-tuned weights and input size and cached like the feature extractor's
+        graphs.
+        """
+        network = self.network_
+        layers = list(dict.fromkeys([network.map_layer, network.density_layer]))
+        x = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+        shape = (3, int(x.shape[-2]), int(x.shape[-1]))
+        runners = self.__dict__.setdefault("_onnx_runners", {})
+        if shape not in runners:
+            key = f"anatpaste-{network.backbone.__class__.__name__}-{_weights_digest(network.backbone)}"
+            runners[shape] = build_runner(network.backbone, layers, network.mean, network.std, shape, key)
+        found = dict(zip(layers, runners[shape](x.contiguous()), strict=True))
+        return found[network.map_layer], found[network.density_layer].mean(dim=(2, 3))
+
+
+def _weights_digest(module: nn.Module) -> str:
+    """A short hash of a module's weights and buffers: fine-tuned networks get their own exported graph."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _set_gaussian(mean: Tensor, precision: Tensor, samples: Tensor) -> None:
