@@ -265,6 +265,9 @@ class AnatPaste(TorchDetector):
         The network is exported once per fine-tuned weights and input size and cached like the feature extractor's
         graphs.
         """
+        if not onnxruntime_available():
+            msg = "anatpaste: this model scores through ONNX Runtime: pip install 'medanomaly[fast]'"
+            raise RuntimeError(msg)
         network = self.network_
         layers = list(dict.fromkeys([network.map_layer, network.density_layer]))
         x = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
