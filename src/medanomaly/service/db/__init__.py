@@ -3,6 +3,7 @@
 from medanomaly.service.db.models import (
     AuditEvent,
     Base,
+    LoginThrottle,
     ModelVersion,
     Opinion,
     Report,
@@ -16,6 +17,7 @@ from medanomaly.service.db.session import make_engine, make_session_factory, mig
 __all__ = [
     "AuditEvent",
     "Base",
+    "LoginThrottle",
     "ModelVersion",
     "Opinion",
     "Report",

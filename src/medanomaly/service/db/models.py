@@ -62,11 +62,26 @@ class User(Base):
     display_settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[dt.datetime | None] = mapped_column()
+    password_changed_at: Mapped[dt.datetime | None] = mapped_column()
 
     @property
     def is_admin(self) -> bool:
         """True for the admin role."""
         return self.role == "admin"
+
+
+class LoginThrottle(Base):
+    """Recent failed log-ins of one user name (``kind`` ``user``) or client address (``addr``), known or not."""
+
+    __tablename__ = "login_throttle"
+    __table_args__ = (UniqueConstraint("kind", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    key: Mapped[str] = mapped_column(String(128))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    locked_until: Mapped[dt.datetime | None] = mapped_column()
 
 
 class ModelVersion(Base):
