@@ -17,7 +17,7 @@ from medanomaly.cli.options import (
     postprocessing_from,
     preprocessing_from,
 )
-from medanomaly.evaluation.benchmark import BenchConfig, parse_data_spec, parse_methods, run_benchmark
+from medanomaly.evaluation.benchmark import BenchConfig, CellEngine, parse_data_spec, parse_methods, run_benchmark
 from medanomaly.training import TrainConfig
 
 _DESCRIPTION = """\
@@ -55,6 +55,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cell-timeout-minutes", type=float, default=None, help="kill a cell's process after this")
     parser.add_argument("--skip-failed", action="store_true", help="keep recorded failures instead of retrying them")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and which would run, then stop")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: cells one after another here; ray: cells as Ray tasks (the 'scale' extra)")
+    parser.add_argument("--address", default=None, help="Ray cluster address (e.g. 'auto'); default: a local Ray")
+    parser.add_argument("--cell-cpus", type=float, default=1.0, help="CPUs each cell declares to Ray (default 1)")
+    parser.add_argument("--cell-memory-gb", type=float, default=2.0, help="memory each cell declares to Ray (GB)")
     group = parser.add_argument_group("training (per cell)")
     group.add_argument("--max-minutes", type=float, default=None, help="training budget of each cell")
     group.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 50, or the tiny setting)")
@@ -94,12 +99,22 @@ def run(args: argparse.Namespace) -> int:
     command = shlex.join(["medanomaly", *sys.argv[1:]]) if "bench" in sys.argv[1:] else None
     live = _live if sys.stdout.isatty() else None
     with _terminate_as_interrupt():  # a killed benchmark stops its running cell too (it resumes next time)
-        cells = run_benchmark(config, args.out, echo=_echo, live=live, dry_run=args.dry_run, command=command)
+        cells = run_benchmark(config, args.out, echo=_echo, live=live, dry_run=args.dry_run, command=command,
+                              engine=_engine(args))
     if args.dry_run:
         return 0
     failed = [cell for cell in cells if cell.status == "failed"]
     print(f"table: {args.out}/summary.md ({len(cells) - len(failed)} of {len(cells)} cells succeeded)")
     return 1 if failed else 0
+
+
+def _engine(args: argparse.Namespace) -> CellEngine | None:
+    """None for the local engine, else Ray tasks declaring the given resources."""
+    if args.engine == "local":
+        return None
+    from medanomaly.evaluation.bench_ray import ray_cells
+
+    return ray_cells(args.address, cpus=args.cell_cpus, memory_gb=args.cell_memory_gb)
 
 
 @contextlib.contextmanager

@@ -22,14 +22,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from medanomaly.data.datasets import DatasetIndex, load_index
 from medanomaly.evaluation import bench_env, bench_report
 from medanomaly.evaluation.bench_progress import Progress
-from medanomaly.evaluation.bench_runner import CELL_SPEC, FAILED, METRICS, run_in_subprocess
+from medanomaly.evaluation.bench_runner import CELL_SPEC, FAILED, METRICS, Outcome, run_in_subprocess
 from medanomaly.evaluation.bench_spec import DataSpec, MethodSpec, parse_data_spec, parse_methods
 from medanomaly.model import Postprocessing
 from medanomaly.registry import detector_class
@@ -246,6 +246,7 @@ def run_benchmark(
     live: Callable[[str], None] | None = None,
     dry_run: bool = False,
     command: str | None = None,
+    engine: CellEngine | None = None,
 ) -> list[Cell]:
     """Run (or reuse) every cell, then write the results, summary, plots and environment into ``out``.
 
@@ -256,6 +257,8 @@ def run_benchmark(
         live: Rewrites a status line in place while a cell runs (a terminal); None = occasional lines.
         dry_run: Only list which cells would run and which are reused.
         command: The command line for ``environment.json`` (default: ``sys.argv``).
+        engine: Runs the cells (default :class:`LocalCells`: one after another on this machine; see
+            :func:`medanomaly.evaluation.bench_ray.ray_cells` for a Ray cluster).
 
     Returns:
         The cells with their status: ``cached``, ``done``, ``failed`` (``pending`` in a dry run).
@@ -269,11 +272,13 @@ def run_benchmark(
         return _list_plan(cells, to_run, states, progress)
     out.mkdir(parents=True, exist_ok=True)
     environment = bench_env.start_run(out, command, settings_dict(config))
+    runner = (engine or LocalCells)(config, progress)
     for i, (cell, runs, (state, record)) in enumerate(zip(cells, to_run, states, strict=True), 1):
         if runs:
-            _run_cell(cell, config, progress, i)
+            runner.submit(i, cell)
         else:
             _reuse_cell(cell, state, record or {}, progress, i)
+    runner.wait()
     bench_env.finish_run(out, environment, computed=sum(to_run))
     written = bench_report.write_all(cells, config, out)
     echo(f"wrote {', '.join(path.name for path in written)} in {out}")
@@ -293,11 +298,46 @@ def _reuse_cell(cell: Cell, state: str, record: dict[str, Any], progress: Progre
     progress.finished(i, cell, cached=True, auroc=record.get("auroc"))
 
 
-def _run_cell(cell: Cell, config: BenchConfig, progress: Progress, i: int) -> None:
+class CellRunner(Protocol):
+    """Runs the cells handed to :meth:`submit` (at once or later); :meth:`wait` returns when all have ended."""
+
+    def submit(self, i: int, cell: Cell) -> None: ...
+    def wait(self) -> None: ...
+
+
+#: Makes the runner of one benchmark run.
+CellEngine = Callable[[BenchConfig, Progress], CellRunner]
+
+
+class LocalCells:
+    """The local engine: each cell runs when submitted, in its own process on this machine."""
+
+    def __init__(self, config: BenchConfig, progress: Progress) -> None:
+        self.config, self.progress = config, progress
+
+    def submit(self, i: int, cell: Cell) -> None:
+        """Run the ``i``-th cell now."""
+        start_cell(cell, self.progress, i)
+        outcome = run_in_subprocess(cell.directory, cell.key, cell_timeout(self.config), self.progress.heartbeat)
+        finish_cell(cell, outcome, self.progress, i)
+
+    def wait(self) -> None:
+        """Nothing is left running."""
+
+
+def cell_timeout(config: BenchConfig) -> float | None:
+    """Seconds after which a cell's process is killed (None: no limit)."""
+    return config.cell_timeout_minutes * 60.0 if config.cell_timeout_minutes else None
+
+
+def start_cell(cell: Cell, progress: Progress, i: int) -> None:
+    """Prepare the cell's folder (``cell.json``) and say it starts."""
     _prepare_directory(cell)
     progress.started_cell(i, cell)
-    timeout = config.cell_timeout_minutes * 60.0 if config.cell_timeout_minutes else None
-    outcome = run_in_subprocess(cell.directory, cell.key, timeout, heartbeat=progress.heartbeat)
+
+
+def finish_cell(cell: Cell, outcome: Outcome, progress: Progress, i: int) -> None:
+    """Record how the cell's process ended and print its line."""
     cell.status, cell.error, cell.seconds = outcome.status, outcome.error, outcome.seconds
     progress.finished(i, cell, cached=False, auroc=outcome.auroc)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,39 +120,16 @@ def test_a_manifest_scores_its_paths_with_their_labels(archive, trained_model_di
     assert rows[str(tmp_path / "missing.png")]["status"] == "failed"
 
 
-def _free_port() -> int:
-    """A free loopback port outside Ray's worker-port range (10002-19999): the kernel's ephemeral range."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_a_two_node_ray_cluster_gives_the_local_rows(archive, trained_model_dir, local_rows, tmp_path, monkeypatch):
-    # Ray turns a 127.0.0.1 address given to ray.init into the machine's interface address unless it believes it runs
-    # without multi-machine support: set before Ray is imported, this keeps every connection on loopback.
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
+def test_a_two_node_ray_cluster_gives_the_local_rows(archive, trained_model_dir, local_rows, tmp_path, ray_cluster):
     from medanomaly.archive.ray_engine import ray_engine
 
-    loopback = {"num_cpus": 2, "node_ip_address": "127.0.0.1", "include_dashboard": False}
-    cluster = Cluster(initialize_head=True, head_node_args={**loopback, "gcs_server_port": _free_port()})
-    try:
-        cluster.add_node(**loopback)
-        ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False)
-        nodes = [n for n in ray.nodes() if n["Alive"]]
-        assert len(nodes) == 2 and {n["NodeManagerAddress"] for n in nodes} == {"127.0.0.1"}
-        summary = _run(archive, trained_model_dir, tmp_path / "out", engine=ray_engine(workers=2))
-        assert summary["written"] == len(local_rows)
-        rows = _rows(tmp_path / "out")
-        assert [r["path"] for r in rows] == [r["path"] for r in local_rows]
-        for row, expected in zip(rows, local_rows, strict=True):
-            assert {**row, "score": None} == {**expected, "score": None}
-            if expected["score"] is not None:
-                assert row["score"] == pytest.approx(expected["score"], rel=1e-5)
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    summary = _run(archive, trained_model_dir, tmp_path / "out", engine=ray_engine(workers=2))
+    assert summary["written"] == len(local_rows)
+    rows = _rows(tmp_path / "out")
+    assert [r["path"] for r in rows] == [r["path"] for r in local_rows]
+    for row, expected in zip(rows, local_rows, strict=True):
+        assert {**row, "score": None} == {**expected, "score": None}
+        if expected["score"] is not None:
+            assert row["score"] == pytest.approx(expected["score"], rel=1e-5)
