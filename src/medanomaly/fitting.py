@@ -1,7 +1,7 @@
 """Training a model from a data set folder: index, split, load, fit, calibrate, save.
 
-The same function serves ``medanomaly train`` and the benchmark (the service recalibrates thresholds; it does not
-train).
+The same function serves ``medanomaly train`` and the benchmark; :func:`fit_detector` is also the path of retraining
+from feedback (:mod:`medanomaly.training.retrain`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 
 from medanomaly.data.datasets import DatasetIndex, Sample, fingerprint, load_index, study_paths
 from medanomaly.data.loading import Failure, LoadedImages, load_images
+from medanomaly.detectors.base import BaseDetector
 from medanomaly.domain import build_domain, score_quantiles
 from medanomaly.model import Model, Postprocessing
 from medanomaly.pipeline import read_studies, score_studies
@@ -147,6 +148,27 @@ def train_model(
     index = load_index(data, normal_label)
     options, preset = _with_preset(options, method, index)
     detector = create(method, **{"random_state": options.random_state, **options.params})
+    return fit_detector(detector, index, out, options, preset, normal_label=normal_label, started=started)
+
+
+def fit_detector(
+    detector: BaseDetector,
+    index: DatasetIndex,
+    out: str | Path | None,
+    options: FitOptions,
+    preset: dict[str, Any],
+    *,
+    warm_start: bool = False,
+    normal_label: str | None = None,
+    started: float | None = None,
+) -> TrainingReport:
+    """Plan, load, fit, calibrate and (if ``out``) save ``detector`` on ``index`` (``options`` already preset).
+
+    ``warm_start`` fine-tunes a fitted torch detector from its current weights instead of building new networks
+    (retraining from feedback); the other detectors are always fitted afresh. ``normal_label`` is the one given for
+    the data (read again for ``--tune-with``).
+    """
+    started = time.monotonic() if started is None else started
     plan = plan_training(index, detector.needs, options)
     _check_plan(plan, detector.needs, index, options.calibration)
     load = _loader(options)
@@ -162,6 +184,7 @@ def train_model(
             abnormal=abnormal.images if "abnormal" in detector.needs else None,
             mixed=mixed.images if "mixed" in detector.needs else None,
             trainer=Trainer(options.train),
+            **({"warm_start": True} if warm_start else {}),
         )
     used = replace(
         plan,
@@ -171,7 +194,7 @@ def train_model(
     model = Model(detector, options.preprocessing, options.postprocessing, info=_info(index, used, options))
     model.info["training"] = training_status(getattr(detector, "history_", None))
     if not model.training["converged"]:
-        logger.warning("%s: %s", method, model.training["stopped_because"])
+        logger.warning("%s: %s", detector.name, model.training["stopped_because"])
     if getattr(detector, "warnings_", None):  # e.g. a classifier that collapsed to one class
         model.info["warnings"] = list(detector.warnings_)
     model.info["preset"] = preset

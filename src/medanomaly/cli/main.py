@@ -14,7 +14,7 @@ from medanomaly.errors import MedanomalyError
 #: Subcommand modules under ``medanomaly.cli``; each has ``add_parser(subparsers)`` and ``run(args) -> int``.
 COMMANDS = (
     "train", "score", "evaluate", "inspect", "demo", "bench", "pacs",
-    "serve", "users", "feedback", "recalibrate", "archive",
+    "serve", "users", "feedback", "recalibrate", "retrain", "archive",
 )  # fmt: skip
 
 

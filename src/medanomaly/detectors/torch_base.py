@@ -37,20 +37,28 @@ class TorchDetector(BaseDetector):
         mixed: Tensor | None = None,
         abnormal: Tensor | None = None,
         trainer: Trainer | None = None,
+        warm_start: bool = False,
         **options: Any,
     ) -> Self:
         """Build the networks for ``normal``'s shape and train them with ``trainer`` (default settings if None).
 
-        Unknown keyword options raise TypeError (see :meth:`BaseDetector.fit`).
+        With ``warm_start`` a fitted detector keeps its networks and weights and trains on from them (fine-tuning,
+        e.g. on feedback; fresh optimisers); the input shape must be the one it was fitted on. Unknown keyword
+        options raise TypeError (see :meth:`BaseDetector.fit`).
         """
         reject_options(self, options)
         trainer = trainer or Trainer()
         self._validate_training_data(normal, mixed, abnormal)
+        shape = tuple(int(size) for size in normal.shape[1:])
+        if warm_start:
+            self.check_is_fitted()
+            self._check_input(normal)
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(self.random_state or 0))
-            self.input_shape_ = tuple(int(size) for size in normal.shape[1:])
-            self._build(self.input_shape_, {})
+            if not warm_start:
+                self.input_shape_ = shape
+                self._build(self.input_shape_, {})
             self._start_fit(normal, trainer.config)
             train_set, val_set = self.make_datasets(normal, mixed, abnormal, trainer.config.val_fraction)
             self.history_ = trainer.fit(self, train_set, val_set)
