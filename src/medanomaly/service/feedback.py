@@ -2,8 +2,9 @@
 
 The label of a study is its latest opinion's. Recalibration pairs that label with the score the model gave the
 study (scores do not change between versions that differ only in threshold), calibrates a new threshold with
-:func:`medanomaly.thresholds.calibrate` and saves ``Model.with_threshold`` as a new version
-(``MODEL_DIR/versions/v<N>``), recording the sensitivity/specificity on the feedback set before and after.
+:func:`medanomaly.thresholds.calibrate` and proposes ``Model.with_threshold`` as a new, inactive version
+(``MODEL_DIR/versions/v<N>``, :mod:`medanomaly.service.versions`), recording the sensitivity/specificity before and
+after (after: cross-validated, on cases the threshold was not fitted on) and a triage rule-out point.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from medanomaly.evaluation.metrics import operating_point
-from medanomaly.model import Model
-from medanomaly.service import audit
 from medanomaly.service.db import ModelVersion, Opinion, Result, Study, User
 from medanomaly.service.model_store import ModelStore
+from medanomaly.service.triage import fit_triage
+from medanomaly.service.versions import check_minimum, cross_validated_point, propose_version
 from medanomaly.thresholds import calibrate, parse_calibration
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def feedback_cases(db: Session, model_name: str | None = None) -> list[FeedbackC
     )
     cases = []
     for study in db.scalars(query):
-        opinion = study.opinion
+        opinion = study.opinions[-1]  # the label of the study, whichever result it judged
         results = [r for r in study.results if model_name is None or r.model_version.name == model_name]
         if model_name is not None and not results:
             continue
@@ -92,70 +93,79 @@ def feedback_cases(db: Session, model_name: str | None = None) -> list[FeedbackC
 
 
 def recalibrate(
-    db: Session, store: ModelStore, name: str | None, spec: str, user: User | None, actor: str | None = None
+    db: Session,
+    store: ModelStore,
+    name: str | None,
+    spec: str,
+    user: User | None,
+    actor: str | None = None,
+    *,
+    min_per_class: int = 10,
+    folds: int = 5,
+    triage_sensitivity: float | None = 0.98,
 ) -> ModelVersion:
-    """Make and register a new model version whose threshold is calibrated on the feedback set.
+    """Propose a new, **inactive** model version whose threshold is calibrated on the feedback set.
+
+    The "after" figures are measured on cases the threshold was not fitted on (stratified k-fold); "before" is the
+    active version's threshold on all labelled studies. An admin activates the version
+    (:func:`medanomaly.service.versions.activate_version`) after reading them.
 
     Args:
         db: Database session (committed on success).
         store: Served models (the new version is saved under the model's ``versions/`` folder).
         name: Model name (default model when None).
-        spec: Calibration, as for ``medanomaly train --calibrate``: ``youden``, ``f1``, ``percentile:95``, ...
+        spec: Calibration, as for ``medanomaly train --calibrate`` (``youden``, ``f1``, ``percentile:95``, ...), or
+            ``keep`` (same threshold: a version that only adds the triage rule-out point).
         user: Who asked (None from the command line: ``actor`` names them in the audit trail).
         actor: Audit name when ``user`` is None.
+        min_per_class: Fewest labelled normal and abnormal studies accepted.
+        folds: Folds of the cross-validation.
+        triage_sensitivity: Target sensitivity of the triage rule-out point (None: no triage).
 
     Returns:
-        The new version's row; its ``recalibration`` holds the before/after operating points.
+        The new version's row; its ``recalibration`` holds the before/after operating points, ``triage`` the bands.
 
     Raises:
-        ValueError: Unknown model, no usable active version, or too few labelled cases for the method.
+        ValueError: Unknown model or calibration, no usable active version, or too few labelled cases.
     """
     name = name or store.default_name
     current = store.active(db, name)
     if current is None:
         msg = f"model {name!r} is not served or has no usable version ({store.errors.get(name or '', 'unknown')})"
         raise ValueError(msg)
-    labels, scores = _labelled_scores(db, current.name)
-    threshold = calibrate(scores[labels == 0], scores[labels == 1], **parse_calibration(spec))
     model = store.load(current)
-    before = operating_point(labels, scores, model.threshold.value if model.threshold else float("nan"))
-    after = operating_point(labels, scores, threshold.value)
-    details = {"spec": spec, "n_cases": len(labels), "before": before, "after": after, "from_version": current.version}
+    old = model.threshold.value if model.threshold else float("nan")
+    keep = spec.strip().lower() == "keep"
+    if keep and model.threshold is None:
+        raise ValueError(f"{current.label} has no threshold to keep")
+    options = {} if keep else parse_calibration(spec)
+    labels, scores = _labelled_scores(db, current.name)
+    check_minimum(labels, min_per_class)
+
+    def fit(y: np.ndarray, s: np.ndarray) -> float:
+        return old if keep else calibrate(s[y == 0], s[y == 1], **options).value
+
+    after = cross_validated_point(labels, scores, fit, folds)
+    threshold = model.threshold if keep else calibrate(scores[labels == 0], scores[labels == 1], **options)
+    details = {"spec": spec, "n_cases": len(labels), "before": operating_point(labels, scores, old), "after": after,
+               "from_version": current.version}
+    triage = None
+    if triage_sensitivity is not None:
+        triage = fit_triage(labels, scores, threshold.value, triage_sensitivity, folds)
     new_model = model.with_threshold(threshold, calibration={"spec": spec, "source": "feedback", "n": len(labels)})
-    row = _save_version(db, store, current, new_model, details)
-    who = {"actor": actor or "cli"} if user is None else {}
-    row.created_by = user.username if user is not None else who["actor"]
-    audit.record(db, user, "model.recalibrate", f"model:{row.id}", name=current.name, version=row.version,
-                 spec=spec, n_cases=len(labels), **who)
-    db.commit()
-    logger.info("recalibrated %s: v%d -> v%d, threshold %.6g", current.name, current.version, row.version,
-                threshold.value)
+    row = propose_version(db, store, current, new_model, details, user=user, actor=actor,
+                          action="model.recalibrate", triage=triage)
+    logger.info("recalibrated %s: v%d -> v%d (inactive), threshold %.6g", current.name, current.version,
+                row.version, threshold.value)
     return row
 
 
 def _labelled_scores(db: Session, model_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(labels (N,) {0, 1}, scores (N,)) of the feedback set of one model; ValueError without normal labels."""
+    """(labels (N,) {0, 1}, scores (N,)) of the feedback set of one model."""
     cases = [case for case in feedback_cases(db, model_name) if case.score is not None]
     labels = np.array([int(case.abnormal) for case in cases], dtype=np.int64)
     scores = np.array([case.score for case in cases], dtype=np.float64)
-    if not (labels == 0).any():
-        msg = f"no study labelled normal by a radiologist for model {model_name!r}: give opinions first"
-        raise ValueError(msg)
     return labels, scores
-
-
-def _save_version(
-    db: Session, store: ModelStore, current: ModelVersion, new_model: Model, details: dict[str, Any]
-) -> ModelVersion:
-    """Write ``MODEL_DIR/versions/v<N>`` and register it as a child of ``current``."""
-    target = store.next_version_dir(current.name, new_model.version)
-    if target.exists():
-        msg = f"{target} already exists: another recalibration wrote version {new_model.version}; reload and retry"
-        raise ValueError(msg)
-    new_model.save(target)
-    row = store.register(db, current.name, target)
-    row.parent_id, row.recalibration = current.id, details
-    return row
 
 
 def export_feedback(db: Session, data_dir: Path, out: Path) -> Path:

@@ -3,8 +3,9 @@
 Version layout (documented in docs/workstation.md): a served model is a model directory ``MODEL_DIR`` (its own
 ``model.json`` holds its version, usually 1). Each recalibration writes a complete new model directory
 ``MODEL_DIR/versions/v<N>/`` (``Model.with_threshold`` + ``Model.save``), so every version stays loadable with
-``medanomaly score --model MODEL_DIR/versions/v<N>``. The highest version present is the active one: new studies
-are scored with it, and each result records the version that produced it.
+``medanomaly score --model MODEL_DIR/versions/v<N>``. New versions start inactive; an admin activates one
+(:mod:`medanomaly.service.versions`). The active version scores new studies and rescoring, and each result records
+the version that produced it. A model without an active version (first start) gets its highest version activated.
 """
 
 from __future__ import annotations
@@ -124,8 +125,11 @@ class ModelStore:
                 paths = version_dirs(base)
                 if not paths:
                     raise ModelError(f"{base}: not a model directory (no model.json); was training interrupted?")
-                for path in paths:
-                    self._register(db, name, path)
+                rows = [self._register(db, name, path) for path in paths]
+                if not any(row.active for row in db.scalars(select(ModelVersion).where(ModelVersion.name == name))):
+                    newest = max(rows, key=lambda row: row.version)
+                    newest.active, newest.activated_by = True, "start-up"
+                    logger.info("model %s: no active version, v%d activated", name, newest.version)
                 self.errors.pop(name, None)
             except ModelError as error:
                 self.errors[name] = str(error)
@@ -140,12 +144,15 @@ class ModelStore:
         return register_version(db, name, path)
 
     def active(self, db: Session, name: str | None = None) -> ModelVersion | None:
-        """The highest registered version of ``name`` (default model when None) whose folder still exists."""
+        """The active version of ``name`` (default model when None); None (reason in ``errors``) if its folder went."""
         name = name or self.default_name
         if name is None or name not in self.models:
             return None
-        rows = db.scalars(select(ModelVersion).where(ModelVersion.name == name).order_by(ModelVersion.version.desc()))
-        return next((row for row in rows if (Path(row.path) / "model.json").is_file()), None)
+        row = db.scalar(select(ModelVersion).where(ModelVersion.name == name, ModelVersion.active.is_(True)))
+        if row is not None and not (Path(row.path) / "model.json").is_file():
+            self.errors[name] = f"the folder of the active version v{row.version} is gone: activate another version"
+            return None
+        return row
 
     def load(self, version: ModelVersion) -> Model:
         """The :class:`Model` of a registered version (cached); ModelError when it cannot be loaded."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ def record_result(
 ) -> Result:
     """Save ``result``'s arrays under ``data_dir/studies/<uid>/`` and add its ``Result`` row (flushed, not committed).
 
+    Earlier results of the study (and their arrays) are kept: they are its history.
+
     Args:
         db: Open session.
         data_dir: The service's data directory.
@@ -38,7 +41,11 @@ def record_result(
         model: The model (post-processing settings for the stored maps).
         timings: Seconds per step, stored rounded to 0.1 ms.
     """
-    arrays = save_arrays(data_dir / "studies" / study.uid / f"result-v{version.version}.npz", raw, result, model)
+    folder = data_dir / "studies" / study.uid
+    name = f"result-v{version.version}.npz"
+    if (folder / name).exists():  # a rescore by the same version: the earlier result keeps its arrays
+        name = f"result-v{version.version}-{secrets.token_hex(4)}.npz"
+    arrays = save_arrays(folder / name, raw, result, model)
     geometry = result.geometry.to_dict()
     row = Result(
         study_id=study.id,

@@ -98,6 +98,10 @@ class ModelVersionOut(BaseModel):
     created_by: str | None = None
     parent_id: int | None = None
     recalibration: dict[str, Any] | None = None
+    active: bool = False
+    activated_at: dt.datetime | None = None
+    activated_by: str | None = None
+    triage: dict[str, Any] | None = None
 
 
 class StudyOut(BaseModel):
@@ -125,6 +129,8 @@ class StudyOut(BaseModel):
     threshold: float | None = None
     model_version: int | None = None
     opinion: str | None = None
+    triage_band: str | None = None
+    overdue: bool = False
 
 
 class FindingOut(BaseModel):
@@ -201,9 +207,31 @@ class OpinionOut(BaseModel):
 
 
 class RecalibrateIn(BaseModel):
-    """Calibration method for a recalibration from feedback."""
+    """Calibration method for a recalibration from feedback (``keep``: same threshold, new triage point)."""
 
     method: str = Field("youden", max_length=32)
+
+
+class ActivateIn(BaseModel):
+    """Activation of a model version; ``accept_drop`` confirms a version measured less sensitive than before."""
+
+    accept_drop: bool = False
+
+
+class ResultSummaryOut(BaseModel):
+    """One result in a study's history, with the opinions given on it."""
+
+    id: int
+    model: str
+    model_version: int
+    decision: str
+    status: str
+    score: float | None
+    threshold: float
+    triage_band: str | None
+    created_at: dt.datetime
+    latest: bool
+    opinions: list[OpinionOut]
 
 
 class AuditOut(BaseModel):

@@ -14,12 +14,13 @@ from medanomaly.service.db import ModelVersion, Opinion, Result, Study, User, ut
 from medanomaly.service.feedback import ABNORMAL_LABEL, NORMAL_LABEL, NORMAL_LABELS, clean_label
 from medanomaly.service.jobs import JobRunner
 from medanomaly.service.model_store import ModelStore
-from medanomaly.service.schemas import ModelVersionOut, OpinionIn, OpinionOut, Region, StudyOut
+from medanomaly.service.schemas import ModelVersionOut, OpinionIn, OpinionOut, Region, ResultSummaryOut, StudyOut
 from medanomaly.service.settings import Settings
 from medanomaly.service.storage import StoredUpload, UploadRejected, discard, store_upload
+from medanomaly.service.triage import by_priority, is_overdue, result_band
 
 logger = logging.getLogger(__name__)
-SORT_KEYS = ("created_at", "status", "score", "decision", "modality", "id")
+SORT_KEYS = ("created_at", "status", "score", "decision", "modality", "id", "priority")
 DECISIONS = ("normal", "abnormal", "out_of_domain", "none")  # worklist filter; none = no result yet
 
 
@@ -139,8 +140,19 @@ def query_studies(
     return query.order_by(ordered, Study.id.desc())
 
 
-def study_out(study: Study) -> StudyOut:
-    """API view of a study (latest result and opinion summarised)."""
+def worklist_studies(
+    db: Session, filters: dict[str, Any], max_wait_minutes: float, limit: int = 500, offset: int = 0
+) -> list[Study]:
+    """The worklist rows: ``filters`` as :func:`query_studies` takes them; ``sort="priority"`` sorts by triage."""
+    query = query_studies(**filters)
+    if filters.get("sort") != "priority":
+        return list(db.scalars(query.limit(limit).offset(offset)).unique())
+    ordered = by_priority(db.scalars(query).unique(), max_wait_minutes)
+    return ordered[offset:offset + limit]
+
+
+def study_out(study: Study, max_wait_minutes: float | None = None) -> StudyOut:
+    """API view of a study (latest result and the opinion on it summarised; triage band, overdue)."""
     result, opinion = study.result, study.opinion
     return StudyOut(
         id=study.id,
@@ -165,7 +177,22 @@ def study_out(study: Study) -> StudyOut:
         threshold=result.threshold if result else None,
         model_version=result.model_version.version if result else None,
         opinion=None if opinion is None else ("agrees" if opinion.agrees else "disagrees") + f": {opinion.label}",
+        triage_band=result_band(result),
+        overdue=max_wait_minutes is not None and is_overdue(study, max_wait_minutes),
     )
+
+
+def result_history(study: Study) -> list[ResultSummaryOut]:
+    """Every result of the study, newest first, each with the opinions given on it."""
+    latest = study.result
+    return [
+        ResultSummaryOut(
+            id=r.id, model=r.model_version.name, model_version=r.model_version.version, decision=r.label,
+            status=r.status, score=r.score, threshold=r.threshold, triage_band=result_band(r), created_at=r.created_at,
+            latest=r is latest, opinions=[opinion_out(o) for o in study.opinions if o.result_id == r.id],
+        )
+        for r in reversed(study.results)
+    ]
 
 
 def version_out(version: ModelVersion) -> ModelVersionOut:

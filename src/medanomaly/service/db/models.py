@@ -101,6 +101,10 @@ class ModelVersion(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(64))
     recalibration: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")  # the one new studies get
+    activated_at: Mapped[dt.datetime | None] = mapped_column()
+    activated_by: Mapped[str | None] = mapped_column(String(64))
+    triage: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # rule-out point: medanomaly.service.triage
 
     @property
     def label(self) -> str:
@@ -146,8 +150,10 @@ class Study(Base):
 
     @property
     def opinion(self) -> Opinion | None:
-        """The latest opinion, if any."""
-        return self.opinions[-1] if self.opinions else None
+        """The latest opinion on the latest result, if any (opinions on earlier results stay with those)."""
+        result = self.result
+        mine = [o for o in self.opinions if result is not None and o.result_id == result.id]
+        return mine[-1] if mine else None
 
 
 class Result(Base):

@@ -1,4 +1,4 @@
-"""Admin JSON API: users, model versions and recalibration from feedback, the audit trail."""
+"""Admin JSON API: users, model versions (recalibration from feedback, activation, rollback), the audit trail."""
 
 from __future__ import annotations
 
@@ -9,10 +9,20 @@ from sqlalchemy import select
 
 from medanomaly.service import audit
 from medanomaly.service.db import AuditEvent, ModelVersion, User
-from medanomaly.service.deps import AdminDep, DbDep, StoreDep, UserDep
+from medanomaly.service.deps import AdminDep, DbDep, SettingsDep, StoreDep, UserDep
 from medanomaly.service.feedback import recalibrate
-from medanomaly.service.schemas import AuditOut, ModelVersionOut, RecalibrateIn, UserIn, UserOut, UserPatch
+from medanomaly.service.schemas import (
+    ActivateIn,
+    AuditOut,
+    ModelVersionOut,
+    RecalibrateIn,
+    UserIn,
+    UserOut,
+    UserPatch,
+)
 from medanomaly.service.security import PasswordPolicyError, check_username, hash_password
+from medanomaly.service.settings import Settings
+from medanomaly.service.versions import VersionConflict, activate_version, discard_version
 
 router = APIRouter(prefix="/api", tags=["admin"])
 
@@ -84,16 +94,48 @@ def list_models(db: DbDep, user: UserDep) -> list[ModelVersionOut]:
     return [ModelVersionOut.model_validate(row) for row in rows]
 
 
-@router.post("/models/{name}/recalibrate", status_code=201)
-def recalibrate_model(db: DbDep, store: StoreDep, admin: AdminDep, name: str, body: RecalibrateIn) -> ModelVersionOut:
-    """Recompute the threshold on the radiologists' labels and save it as a new model version."""
+def recalibrate_served(db: DbDep, store: StoreDep, settings: Settings, admin: User, name: str, method: str):
+    """Propose an inactive recalibrated version of a served model (404 unknown model, 422 refused)."""
     if name not in store.models:
         raise HTTPException(404, f"no model named {name!r} is served")
     try:
-        row = recalibrate(db, store, name, body.method, admin)
+        return recalibrate(db, store, name, method, admin, min_per_class=settings.recalibration_min_per_class,
+                           folds=settings.recalibration_folds, triage_sensitivity=settings.triage_sensitivity)
     except ValueError as error:
         raise HTTPException(422, str(error)) from None
-    return ModelVersionOut.model_validate(row)
+
+
+def change_version(db: DbDep, admin: User, name: str, version: int, accept_drop: bool | None) -> ModelVersion | None:
+    """Activate (``accept_drop`` given) or discard (None) a version; 404 unknown, 409 refused."""
+    try:
+        if accept_drop is None:
+            discard_version(db, name, version, user=admin)
+            return None
+        return activate_version(db, name, version, user=admin, accept_drop=accept_drop)
+    except KeyError as error:
+        raise HTTPException(404, error.args[0]) from None
+    except VersionConflict as error:
+        raise HTTPException(409, str(error)) from None
+
+
+@router.post("/models/{name}/recalibrate", status_code=201)
+def recalibrate_model(
+    db: DbDep, store: StoreDep, settings: SettingsDep, admin: AdminDep, name: str, body: RecalibrateIn
+) -> ModelVersionOut:
+    """Propose a new, inactive version whose threshold is fitted on the radiologists' labels (before/after shown)."""
+    return ModelVersionOut.model_validate(recalibrate_served(db, store, settings, admin, name, body.method))
+
+
+@router.post("/models/{name}/versions/{version}/activate")
+def activate_model_version(db: DbDep, admin: AdminDep, name: str, version: int, body: ActivateIn) -> ModelVersionOut:
+    """Make a version the active one (also an earlier one: rollback); 409 when a sensitivity drop is not accepted."""
+    return ModelVersionOut.model_validate(change_version(db, admin, name, version, body.accept_drop))
+
+
+@router.delete("/models/{name}/versions/{version}", status_code=204)
+def discard_model_version(db: DbDep, admin: AdminDep, name: str, version: int) -> None:
+    """Delete a proposed version that was never active and scored nothing."""
+    change_version(db, admin, name, version, None)
 
 
 @router.get("/audit")

@@ -20,31 +20,35 @@ from medanomaly.service.reports import build_report
 from medanomaly.service.routers.studies import done_result, get_study
 from medanomaly.service.schemas import DisplaySettings
 from medanomaly.service.storage import UploadRejected
-from medanomaly.service.studies import DECISIONS, SORT_KEYS, create_study, decision_summary, query_studies
+from medanomaly.service.studies import DECISIONS, SORT_KEYS, create_study, decision_summary, worklist_studies
+from medanomaly.service.triage import triage_context
 
 router = APIRouter(include_in_schema=False)
 _STATUSES = ("queued", "scoring", "done", "failed")
 
 
-def _worklist_context(db: DbDep, store: StoreDep, params: dict[str, Any]) -> dict[str, Any]:
+def _worklist_context(db: DbDep, store: StoreDep, params: dict[str, Any], max_wait: float) -> dict[str, Any]:
     status = params.get("status") if params.get("status") in _STATUSES else None
     decision = params.get("decision") if params.get("decision") in DECISIONS else None
     sort = params.get("sort") if params.get("sort") in SORT_KEYS else "created_at"
     order = "asc" if params.get("order") == "asc" else "desc"
     text = (params.get("q") or "").strip()[:100] or None
-    studies = list(db.scalars(query_studies(status, decision, text, sort, order).limit(500)).unique())
+    filters = {"status": status, "decision": decision, "text": text, "sort": sort, "order": order}
     return {
-        "studies": studies,
-        "filters": {"status": status, "decision": decision, "q": text or "", "sort": sort, "order": order},
+        "studies": worklist_studies(db, filters, max_wait),
+        "filters": {**filters, "q": text or ""},
         "models": list(store.models),
         "statuses": _STATUSES,
     }
 
+        "triage": triage_context(db, store, max_wait),
 
 @router.get("/")
 def worklist(request: Request, db: DbDep, store: StoreDep, user: UserDep) -> Response:
     """The worklist: every study with status, decision, score and date; sortable, filterable."""
-    return render(request, "worklist.html", user=user, **_worklist_context(db, store, dict(request.query_params)))
+    wait = request.app.state.settings.triage_max_wait_minutes
+    context = _worklist_context(db, store, dict(request.query_params), wait)
+    return render(request, "worklist.html", user=user, **context)
 
 
 @router.post("/upload")
@@ -62,7 +66,7 @@ def upload(
     try:
         study = create_study(db, settings, store, jobs, user, file.file, file.filename or "upload", model or None)
     except UploadRejected as error:
-        context = _worklist_context(db, store, {})
+        context = _worklist_context(db, store, {}, settings.triage_max_wait_minutes)
         return render(
             request, "worklist.html", status_code=error.status_code, user=user, upload_error=error.reason, **context
         )

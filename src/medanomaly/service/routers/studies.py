@@ -14,17 +14,18 @@ from medanomaly.service.db import Opinion, Result, Study
 from medanomaly.service.deps import DbDep, JobsDep, SettingsDep, StoreDep, UserDep
 from medanomaly.service.imaging import extra_image, load_arrays, map_rgba, window_slice
 from medanomaly.service.reports import current_report, save_pdf
-from medanomaly.service.schemas import FindingOut, OpinionIn, OpinionOut, ResultOut, StudyOut
+from medanomaly.service.schemas import FindingOut, OpinionIn, OpinionOut, ResultOut, ResultSummaryOut, StudyOut
 from medanomaly.service.studies import (
     add_opinion,
     create_study,
     decision_summary,
     opinion_out,
-    query_studies,
     rescore,
     study_out,
+    result_history,
     version_out,
 )
+    worklist_studies,
 
 router = APIRouter(prefix="/api/studies", tags=["studies"])
 _PNG_HEADERS = {"Cache-Control": "private, max-age=300"}
@@ -74,16 +75,18 @@ def list_studies(
     db: DbDep,
     user: UserDep,
     status: Literal["queued", "scoring", "done", "failed"] | None = None,
+    settings: SettingsDep,
     decision: Literal["normal", "abnormal", "out_of_domain", "none"] | None = None,
     q: Annotated[str | None, Query(max_length=100)] = None,
-    sort: Literal["created_at", "status", "score", "decision", "modality", "id"] = "created_at",
+    sort: Literal["created_at", "status", "score", "decision", "modality", "id", "priority"] = "created_at",
     order: Literal["asc", "desc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[StudyOut]:
-    """The worklist, filtered and sorted."""
-    query = query_studies(status, decision, q, sort, order).limit(limit).offset(offset)
-    return [study_out(study) for study in db.scalars(query).unique()]
+    """The worklist, filtered and sorted (``priority``: overdue unread first, then by triage band and score)."""
+    wait = settings.triage_max_wait_minutes
+    filters = {"status": status, "decision": decision, "text": q, "sort": sort, "order": order}
+    return [study_out(study, wait) for study in worklist_studies(db, filters, wait, limit, offset)]
 
 
 @router.get("/{study_id}")
@@ -186,6 +189,12 @@ def slice_extra(
 
 
 @router.get("/{study_id}/opinions")
+@router.get("/{study_id}/results")
+def list_results(db: DbDep, user: UserDep, study_id: int) -> list[ResultSummaryOut]:
+    """Every result of the study (rescoring keeps the earlier ones), newest first, with the opinions on each."""
+    return result_history(get_study(db, study_id))
+
+
 def list_opinions(db: DbDep, user: UserDep, study_id: int) -> list[OpinionOut]:
     """Every opinion on the study, oldest first."""
     return [opinion_out(o) for o in get_study(db, study_id).opinions]
