@@ -32,6 +32,10 @@ class Settings(BaseSettings):
         password_memory_kib: Argon2 memory cost in KiB.
         start_worker: Run the background scoring worker (tests may turn it off and run jobs by hand).
         poll_seconds: How often the worker looks for queued jobs besides being woken up.
+        recalibration_min_per_class: Fewest labelled normal and abnormal studies a new version may be fitted on.
+        recalibration_folds: Folds of the cross-validation that measures a new version on unseen cases.
+        triage_sensitivity: Sensitivity the triage rule-out point keeps (scores at or below it: likely normal).
+        triage_max_wait_minutes: An unread study waiting longer rises to the top of the priority order.
     """
 
     model_config = SettingsConfigDict(env_prefix="MEDANOMALY_", frozen=True)
@@ -41,10 +45,6 @@ class Settings(BaseSettings):
     model_dirs: tuple[str, ...] = ()
     device: str = "cpu"
     max_upload_mb: float = Field(512.0, gt=0)
-        recalibration_min_per_class: Fewest labelled normal and abnormal studies a new version may be fitted on.
-        recalibration_folds: Folds of the cross-validation that measures a new version on unseen cases.
-        triage_sensitivity: Sensitivity the triage rule-out point keeps (scores at or below it: likely normal).
-        triage_max_wait_minutes: An unread study waiting longer rises to the top of the priority order.
     max_archive_files: int = Field(4000, gt=0)
     max_uncompressed_mb: float = Field(4096.0, gt=0)
     max_compression_ratio: float = Field(200.0, gt=1)
@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     password_memory_kib: int = Field(65536, ge=8)
     start_worker: bool = True
     poll_seconds: float = Field(2.0, gt=0)
+    recalibration_min_per_class: int = Field(10, ge=2)
+    recalibration_folds: int = Field(5, ge=2)
+    triage_sensitivity: float = Field(0.98, gt=0, le=1)
+    triage_max_wait_minutes: float = Field(240.0, gt=0)
 
     @property
     def database_url(self) -> str:
@@ -73,10 +77,6 @@ class Settings(BaseSettings):
 
     @cached_property
     def session_secret(self) -> str:
-    recalibration_min_per_class: int = Field(10, ge=2)
-    recalibration_folds: int = Field(5, ge=2)
-    triage_sensitivity: float = Field(0.98, gt=0, le=1)
-    triage_max_wait_minutes: float = Field(240.0, gt=0)
         """``secret_key``, or a random key created once and kept (mode 0600) in the data directory."""
         if self.secret_key:
             return self.secret_key

@@ -39,9 +39,9 @@ def _worklist_context(db: DbDep, store: StoreDep, params: dict[str, Any], max_wa
         "filters": {**filters, "q": text or ""},
         "models": list(store.models),
         "statuses": _STATUSES,
+        "triage": triage_context(db, store, max_wait),
     }
 
-        "triage": triage_context(db, store, max_wait),
 
 @router.get("/")
 def worklist(request: Request, db: DbDep, store: StoreDep, user: UserDep) -> Response:

@@ -21,11 +21,11 @@ from medanomaly.service.studies import (
     decision_summary,
     opinion_out,
     rescore,
-    study_out,
     result_history,
+    study_out,
     version_out,
-)
     worklist_studies,
+)
 
 router = APIRouter(prefix="/api/studies", tags=["studies"])
 _PNG_HEADERS = {"Cache-Control": "private, max-age=300"}
@@ -74,8 +74,8 @@ def upload_study(
 def list_studies(
     db: DbDep,
     user: UserDep,
-    status: Literal["queued", "scoring", "done", "failed"] | None = None,
     settings: SettingsDep,
+    status: Literal["queued", "scoring", "done", "failed"] | None = None,
     decision: Literal["normal", "abnormal", "out_of_domain", "none"] | None = None,
     q: Annotated[str | None, Query(max_length=100)] = None,
     sort: Literal["created_at", "status", "score", "decision", "modality", "id", "priority"] = "created_at",
@@ -188,13 +188,13 @@ def slice_extra(
     return _png(extra_image, arrays, name, index)
 
 
-@router.get("/{study_id}/opinions")
 @router.get("/{study_id}/results")
 def list_results(db: DbDep, user: UserDep, study_id: int) -> list[ResultSummaryOut]:
     """Every result of the study (rescoring keeps the earlier ones), newest first, with the opinions on each."""
     return result_history(get_study(db, study_id))
 
 
+@router.get("/{study_id}/opinions")
 def list_opinions(db: DbDep, user: UserDep, study_id: int) -> list[OpinionOut]:
     """Every opinion on the study, oldest first."""
     return [opinion_out(o) for o in get_study(db, study_id).opinions]
