@@ -3,7 +3,9 @@
 Start-up (in :func:`create_app`, so the app is usable at once): create the data directory, migrate the database
 (Alembic ``upgrade head``), register the served model versions. The lifespan starts and stops the scoring worker.
 Layout follows FastAPI's "bigger applications": routers ``health``, ``auth``, ``studies``, ``admin`` (JSON API
-under ``/api``, OpenAPI at ``/docs``) and ``pages`` (server-rendered UI).
+under ``/api``, its description at ``/docs`` after log-in) and ``pages`` (server-rendered UI); ``account`` (own
+password), ``login_locks`` (admin unlock) and ``api_docs``. Start-up also makes the data folder private and removes
+temporary uploads left by a crash (:mod:`.private_files`); every request is logged on ``medanomaly.access``.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.engine import make_url
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -26,13 +30,16 @@ from medanomaly import __version__
 from medanomaly.service.db import make_engine, make_session_factory, migrate
 from medanomaly.service.deps import UI_DIR, AuthRequired, CsrfError, Forbidden, csrf_protect, render
 from medanomaly.service.jobs import JobRunner
+from medanomaly.service.login_guard import LoginGuard, LoginRefused, client_address
 from medanomaly.service.model_store import ModelStore
+from medanomaly.service.private_files import clean_leftover_uploads, make_private
 from medanomaly.service.security import password_hasher
 from medanomaly.service.settings import Settings
 from medanomaly.service.storage import UploadRejected
 from medanomaly.service.studies import fmt_score
 
 logger = logging.getLogger(__name__)
+access_log = logging.getLogger("medanomaly.access")
 SESSION_COOKIE = "medanomaly_session"
 _UPLOAD_PATHS = ("/api/studies", "/upload")
 _ERROR_STATUS = {AuthRequired: 401, Forbidden: 403, CsrfError: 403}
@@ -74,6 +81,11 @@ def _install_handlers(app: FastAPI) -> None:
     async def rejected(request: Request, error: UploadRejected) -> Response:
         return _error_response(request, error.status_code, error.reason)
 
+    async def refused(request: Request, error: LoginRefused) -> Response:
+        response = _error_response(request, error.status_code, error.reason)
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
+
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         return _error_response(request, error.status_code, str(error.detail))
 
@@ -87,6 +99,7 @@ def _install_handlers(app: FastAPI) -> None:
     for exception in _ERROR_STATUS:
         app.add_exception_handler(exception, known)
     app.add_exception_handler(UploadRejected, rejected)
+    app.add_exception_handler(LoginRefused, refused)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
 
@@ -118,12 +131,14 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
         if request.url.path.startswith("/api/") or request.url.path.startswith("/studies"):
             response.headers.setdefault("Cache-Control", "no-store")
         # path only: query strings may hold search text (patient IDs) and never reach the log
-        logger.info(
-            "%s %s %d %.0f ms",
+        access_log.info(
+            "%s %s %s %d %.0f ms user=%s",
+            client_address(request),
             request.method,
             request.url.path,
             response.status_code,
             1000 * (time.perf_counter() - started),
+            getattr(request.state, "username", "-"),
         )
         return response
 
@@ -143,10 +158,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Args:
         settings: Service settings (default: from ``MEDANOMALY_*`` environment variables).
     """
-    from medanomaly.service.routers import admin, admin_pages, auth, health, pages, studies
+    from medanomaly.service.routers import (
+        account,
+        admin,
+        admin_pages,
+        api_docs,
+        auth,
+        health,
+        login_locks,
+        pages,
+        studies,
+    )
 
     settings = settings or Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = make_url(settings.database_url)
+    sqlite_file = Path(database.database) if database.get_backend_name() == "sqlite" and database.database else None
+    make_private(settings.data_dir, *([sqlite_file] if sqlite_file else []))
+    clean_leftover_uploads(settings.data_dir)
     engine = make_engine(settings.database_url)
     migrate(engine)
     session_factory = make_session_factory(engine)
@@ -159,14 +187,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan,
         description="Anomaly detection decision support: studies, results, opinions, reports.",
         dependencies=[Depends(csrf_protect)],
+        docs_url=None,  # the CDN-based pages: served behind the log-in by routers/api_docs.py instead
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings, app.state.engine, app.state.session_factory = settings, engine, session_factory
     app.state.store, app.state.session_cookie, app.state.templates = store, SESSION_COOKIE, _templates()
     app.state.hasher = password_hasher(settings.password_time_cost, settings.password_memory_kib)
+    app.state.login_guard = LoginGuard(settings, app.state.hasher)
     app.state.jobs = JobRunner(session_factory, store, settings)
     _install_handlers(app)
     _install_middleware(app, settings)
     app.mount("/static", StaticFiles(directory=str(UI_DIR / "static")), name="static")
     for router in (health.router, auth.router, studies.router, admin.router, pages.router, admin_pages.router):
+        app.include_router(router)
+    for router in (account.router, login_locks.router, *([api_docs.router] if settings.api_docs else [])):
         app.include_router(router)
     return app

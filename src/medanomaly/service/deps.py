@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from medanomaly import __version__
 from medanomaly.service.db import User
 from medanomaly.service.jobs import JobRunner
+from medanomaly.service.login_guard import Attempt, check_login, client_address
 from medanomaly.service.model_store import ModelStore
 from medanomaly.service.security import (
     CSRF_FIELD,
@@ -20,13 +22,18 @@ from medanomaly.service.security import (
     basic_credentials,
     csrf_matches,
     csrf_token,
-    verify_password,
+    session_expiry,
 )
 from medanomaly.service.settings import Settings
 
 UI_DIR = Path(__file__).resolve().parents[1] / "ui"
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 _CSRF_EXEMPT_JSON = {"/api/auth/login"}
+BACKGROUND_HEADER = "X-Background"
+_ENDED = {
+    "idle": "Your session ended after {settings.session_idle_minutes:.0f} minutes without activity: log in again.",
+    "expired": "Your session ended after {settings.session_hours:g} hours: log in again.",
+}
 
 
 class AuthRequired(Exception):
@@ -69,26 +76,46 @@ JobsDep = Annotated[JobRunner, Depends(get_jobs)]
 
 
 def optional_user(request: Request, db: DbDep) -> User | None:
-    """The user of the session cookie, or of HTTP Basic credentials on ``/api`` calls; None when anonymous."""
+    """The user of the session cookie, or of HTTP Basic credentials on ``/api`` calls; None when anonymous.
+
+    A session ends past its absolute lifetime or when unused for ``session_idle_minutes``; requests sent with the
+    ``X-Background`` header (the pages' polling) do not count as use. Basic credentials go through
+    :func:`check_login` (throttled, audited when wrong).
+    """
     session = request.session
-    uid = session.get("uid")
-    if uid is not None:
-        user = db.get(User, uid)
-        if user is not None and user.active and user.session_epoch == session.get("epoch"):
-            request.state.auth = "session"
-            return user
-        session.clear()
+    if session.get("uid") is not None:
+        user = _session_user(request, db)
+        if user is not None:
+            return _identified(request, user, "session")
     credentials = basic_credentials(request.headers.get("authorization"))
     if credentials and request.url.path.startswith("/api/"):
-        user = db.query(User).filter(User.username == credentials[0]).one_or_none()
-        if (
-            user is not None
-            and user.active
-            and verify_password(request.app.state.hasher, user.password_hash, credentials[1])
-        ):
-            request.state.auth = "basic"
-            return user
+        attempt = Attempt(credentials[0], client_address(request), "basic")
+        user = check_login(request, db, attempt, credentials[1])
+        if user is not None:
+            return _identified(request, user, "basic")
     return None
+
+
+def _session_user(request: Request, db: Session) -> User | None:
+    """The session's user if the session is still valid; else the session is cleared (with a note why)."""
+    session, settings = request.session, request.app.state.settings
+    now = time.time()
+    ended = session_expiry(session, settings.session_hours * 3600, settings.session_idle_minutes * 60, now)
+    user = db.get(User, session["uid"])
+    if ended is None and user is not None and user.active and user.session_epoch == session.get("epoch"):
+        if BACKGROUND_HEADER not in request.headers:
+            session["seen"] = int(now)
+        return user
+    session.clear()
+    if ended is not None:
+        flash(request, _ENDED[ended].format(settings=settings))
+    return None
+
+
+def _identified(request: Request, user: User, how: str) -> User:
+    request.state.auth = how
+    request.state.username = user.username
+    return user
 
 
 def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:

@@ -26,10 +26,19 @@ class Settings(BaseSettings):
         max_uncompressed_mb: Largest total uncompressed size of a zip upload, in MiB.
         max_compression_ratio: Largest uncompressed/compressed size ratio of a zip (zip-bomb guard).
         secret_key: Signs session cookies; default: a random key kept in ``<data_dir>/secret_key``.
-        session_hours: Session lifetime.
+        session_hours: Absolute session lifetime from the log-in.
+        session_idle_minutes: A session unused this long ends (background polling does not count as use).
         https_only: Mark the session cookie ``Secure`` (set it behind HTTPS).
         password_time_cost: Argon2 time cost.
         password_memory_kib: Argon2 memory cost in KiB.
+        password_checks: Password checks (Argon2) run at the same time; more wait, so a burst cannot starve the rest.
+        password_queue: Password checks allowed to wait; beyond that a log-in is answered 503 at once.
+        login_free_failures: Failed log-ins of a user name or address before each further try must wait.
+        login_delay_seconds: The first wait; it doubles with each further failure.
+        login_user_lockout: Failed log-ins of one user name (known or not) that lock it.
+        login_address_lockout: Failed log-ins from one client address that lock it (higher: a shared reading room).
+        login_lockout_minutes: How long a lock lasts (an admin can lift it sooner); also how long failures count.
+        api_docs: Serve the API description (``/docs``, ``/openapi.json``) to logged-in users.
         start_worker: Run the background scoring worker (tests may turn it off and run jobs by hand).
         poll_seconds: How often the worker looks for queued jobs besides being woken up.
         recalibration_min_per_class: Fewest labelled normal and abnormal studies a new version may be fitted on.
@@ -50,9 +59,18 @@ class Settings(BaseSettings):
     max_compression_ratio: float = Field(200.0, gt=1)
     secret_key: str | None = None
     session_hours: float = Field(12.0, gt=0)
+    session_idle_minutes: float = Field(30.0, gt=0)
     https_only: bool = False
     password_time_cost: int = Field(3, ge=1)
     password_memory_kib: int = Field(65536, ge=8)
+    password_checks: int = Field(2, ge=1)
+    password_queue: int = Field(16, ge=0)
+    login_free_failures: int = Field(3, ge=0)
+    login_delay_seconds: float = Field(1.0, ge=0)
+    login_user_lockout: int = Field(10, ge=1)
+    login_address_lockout: int = Field(30, ge=1)
+    login_lockout_minutes: float = Field(15.0, gt=0)
+    api_docs: bool = True
     start_worker: bool = True
     poll_seconds: float = Field(2.0, gt=0)
     recalibration_min_per_class: int = Field(10, ge=2)

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 from medanomaly.errors import InputError
 from medanomaly.io import find_studies, read_study
 from medanomaly.io.reader import SUPPORTED, file_kind
+from medanomaly.service.private_files import TMP_FOLDER, UPLOAD_PREFIX, scrub_paths
 from medanomaly.service.settings import Settings
 
 _CHUNK = 1 << 20
@@ -33,9 +34,13 @@ _SKIPPED_MEMBERS = re.compile(r"(^|/)(__MACOSX|\.[^/]*)(/|$)")
 
 
 class UploadRejected(Exception):
-    """An upload that cannot be accepted; ``status_code`` is the HTTP status, ``reason`` the one-line message."""
+    """An upload that cannot be accepted; ``status_code`` is the HTTP status, ``reason`` the one-line message.
+
+    File system paths in the reason (a reader's message about our temporary copy) are replaced: users see none.
+    """
 
     def __init__(self, status_code: int, reason: str) -> None:
+        reason = scrub_paths(reason, "the upload")
         super().__init__(reason)
         self.status_code = status_code
         self.reason = reason
@@ -81,9 +86,9 @@ def store_upload(stream: BinaryIO, filename: str, settings: Settings) -> StoredU
             422 a supported type whose content cannot be read (corrupt DICOM, truncated PNG).
     """
     shown = PurePosixPath(filename.replace("\\", "/")).name or "upload"
-    tmp_root = settings.data_dir / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="upload-", dir=tmp_root))
+    tmp_root = settings.data_dir / TMP_FOLDER
+    tmp_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX, dir=tmp_root))
     try:
         raw = work / "raw"
         size, digest = _copy_limited(stream, raw, settings.max_upload_bytes, shown)

@@ -6,26 +6,35 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
-from sqlalchemy import select
 
 from medanomaly.service import audit
 from medanomaly.service.db import User, utcnow
 from medanomaly.service.deps import DbDep, OptionalUserDep, UserDep, flash, render
+from medanomaly.service.login_guard import Attempt, LoginRefused, check_login, client_address
 from medanomaly.service.schemas import DisplaySettings, LoginIn, LoginOut, UserOut
-from medanomaly.service.security import csrf_token, log_in, verify_password
+from medanomaly.service.security import csrf_token, log_in
 
 router = APIRouter(tags=["auth"])
+BAD_LOGIN = "Unknown user or wrong password."
 
 
-def authenticate(request: Request, db: DbDep, username: str, password: str) -> User | None:
-    """The active user with these credentials (audited either way), started in this session; else None."""
-    user = db.scalar(select(User).where(User.username == username))
-    if user is None or not user.active or not verify_password(request.app.state.hasher, user.password_hash, password):
-        audit.record(db, None, "user.login_failed", None, actor="anonymous")
-        db.commit()
-        return None
+class LoginFailed(Exception):
+    """Unknown user, wrong password or disabled account: one answer for all, so none can be told apart."""
+
+
+def authenticate(request: Request, db: DbDep, username: str, password: str, via: str) -> User:
+    """The active user with these credentials, now logged in this session (see :func:`check_login`).
+
+    Raises:
+        LoginFailed: Unknown user, wrong password or disabled account (401, one message for all three).
+        LoginRefused: Throttled or locked (429) or too many log-ins at once (503).
+    """
+    address = client_address(request)
+    user = check_login(request, db, Attempt(username, address, via), password)
+    if user is None:
+        raise LoginFailed
     user.last_login_at = utcnow()
-    audit.record(db, user, "user.login", f"user:{user.id}")
+    audit.record(db, user, "user.login", f"user:{user.id}", address=address, via=via)
     db.commit()
     log_in(request.session, user.id, user.session_epoch)
     return user
@@ -51,16 +60,15 @@ def login_form(
     password: Annotated[str, Form()],
     next: Annotated[str, Form()] = "/",
 ):
-    """Check the form's credentials; back to the form with a message when they are wrong."""
-    if authenticate(request, db, username.strip(), password) is None:
-        return render(
-            request,
-            "login.html",
-            status_code=401,
-            next=_safe_next(next),
-            user=None,
-            error="Unknown user or wrong password.",
-        )
+    """Check the form's credentials; back to the form with a message when they are wrong or refused."""
+    try:
+        authenticate(request, db, username.strip(), password, "form")
+    except (LoginFailed, LoginRefused) as error:
+        status, reason = (error.status_code, error.reason) if isinstance(error, LoginRefused) else (401, BAD_LOGIN)
+        page = render(request, "login.html", status_code=status, next=_safe_next(next), user=None, error=reason)
+        if isinstance(error, LoginRefused):
+            page.headers["Retry-After"] = str(error.retry_after)
+        return page
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
@@ -78,10 +86,15 @@ def logout_form(request: Request, db: DbDep, user: OptionalUserDep) -> RedirectR
 
 @router.post("/api/auth/login")
 def login_api(request: Request, db: DbDep, body: LoginIn) -> LoginOut:
-    """Log in with JSON; sets the session cookie and returns the CSRF token for later calls."""
-    user = authenticate(request, db, body.username, body.password)
-    if user is None:
-        raise HTTPException(401, "unknown user or wrong password")
+    """Log in with JSON; sets the session cookie and returns the CSRF token for later calls.
+
+    401 for an unknown user, a wrong password or a disabled account alike; 429 (with ``Retry-After``) while the user
+    name or the client address is throttled or locked; 503 when too many log-ins are being checked at once.
+    """
+    try:
+        user = authenticate(request, db, body.username, body.password, "api")
+    except LoginFailed:
+        raise HTTPException(401, BAD_LOGIN) from None
     return LoginOut(user=UserOut.model_validate(user), csrf_token=csrf_token(request.session))
 
 
