@@ -76,3 +76,21 @@ def phantom_png(path: Path, *, lesion: bool, size: int = 32, seed: int = 0, radi
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.round(image * 255).astype(np.uint8)).save(path)
     return path
+
+
+def label_studies(app: Any, tmp_path: Path, n_per_class: int) -> list[int]:
+    """Upload ``n_per_class`` normal and lesion phantoms, score them, and label each as a radiologist would."""
+    rad = login(app, "rad")
+    ids = []
+    for index in range(2 * n_per_class):
+        lesion = index % 2 == 1
+        path = phantom_png(tmp_path / "up" / f"case{index}.png", lesion=lesion, seed=40 + index, radius=(0.1, 0.13))
+        ids.append(rad.upload(path).json()["id"])
+    app.state.jobs.run_pending()
+    for index, study_id in enumerate(ids):
+        label = "LESION" if index % 2 else "NORMAL"
+        abnormal = rad.client.get(f"/api/studies/{study_id}/result").json()["abnormal"]
+        response = rad.post(f"/api/studies/{study_id}/opinions", json={"agrees": abnormal == (label != "NORMAL"),
+                                                                       "label": label})
+        assert response.status_code == 201
+    return ids
