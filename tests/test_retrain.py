@@ -23,8 +23,9 @@ from medanomaly.transforms import Preprocessing
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 train normals at 32 px (NORMAL / LESION)."""
-    return write_phantom_dataset(tmp_path_factory.mktemp("rt-data"), n_train=24, n_test_normal=2,
-                                 n_test_abnormal=2, size=32, seed=1)
+    return write_phantom_dataset(
+        tmp_path_factory.mktemp("rt-data"), n_train=24, n_test_normal=2, n_test_abnormal=2, size=32, seed=1
+    )
 
 
 def _train(data: Path, out: Path, method: str, params: dict, epochs: int = 3) -> Path:
@@ -41,14 +42,22 @@ def _train(data: Path, out: Path, method: str, params: dict, epochs: int = 3) ->
 
 @pytest.fixture(scope="module")
 def conv_ae_dir(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _train(data, tmp_path_factory.mktemp("rt-ae") / "m", "conv_ae",
-                  {"depth": 3, "width": 8, "latent_dim": 16, "learning_rate": 5e-3})
+    return _train(
+        data,
+        tmp_path_factory.mktemp("rt-ae") / "m",
+        "conv_ae",
+        {"depth": 3, "width": 8, "latent_dim": 16, "learning_rate": 5e-3},
+    )
 
 
 @pytest.fixture(scope="module")
 def patchcore_dir(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _train(data, tmp_path_factory.mktemp("rt-pc") / "m", "patchcore",
-                  {"backbone": "tiny", "coreset_ratio": 0.25, "runtime": "torch"})
+    return _train(
+        data,
+        tmp_path_factory.mktemp("rt-pc") / "m",
+        "patchcore",
+        {"backbone": "tiny", "coreset_ratio": 0.25, "runtime": "torch"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +80,13 @@ def test_conv_ae_fine_tunes_from_the_served_weights(conv_ae_dir: Path, export: P
     feedback = read_feedback_export(export)
     assert sum(f.abnormal for f in feedback) == 4 and len(feedback) == 11
     stages: list[str] = []
-    report = retrain_model(conv_ae_dir, feedback, tmp_path / "v2", RetrainOptions(epochs=2),
-                           progress=lambda stage, fraction: stages.append(stage))
+    report = retrain_model(
+        conv_ae_dir,
+        feedback,
+        tmp_path / "v2",
+        RetrainOptions(epochs=2),
+        progress=lambda stage, fraction: stages.append(stage),
+    )
     old, new = Model.load(conv_ae_dir), Model.load(tmp_path / "v2")
     record = new.info["retraining"]
     assert new.version == old.version + 1 and new.info["parent_version"] == old.version
@@ -88,16 +102,22 @@ def test_conv_ae_fine_tunes_from_the_served_weights(conv_ae_dir: Path, export: P
     assert report.before["threshold"] == pytest.approx(old.threshold.value)
     assert report.after["threshold"] == pytest.approx(new.threshold.value)
     assert stages[0] == "loading the model" and stages[-1] == "done" and "fine-tuning" in stages
-    changed = [not torch.equal(a, b) for a, b in zip(old.detector.state_dict().values(),
-                                                     new.detector.state_dict().values(), strict=True)]
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(old.detector.state_dict().values(), new.detector.state_dict().values(), strict=True)
+    ]
     assert any(changed)
 
 
 def test_warm_start_continues_instead_of_restarting(conv_ae_dir: Path, export: Path) -> None:
     """The first fine-tuning epoch starts near the served loss; a fresh network starts far above it."""
     served = Model.load(conv_ae_dir)
-    images = torch.stack([torch.from_numpy(np.asarray(Image.open(p), dtype=np.float32) / 255)[None]
-                          for p in sorted((export / "NORMAL").glob("*.png"))])
+    images = torch.stack(
+        [
+            torch.from_numpy(np.asarray(Image.open(p), dtype=np.float32) / 255)[None]
+            for p in sorted((export / "NORMAL").glob("*.png"))
+        ]
+    )
     from medanomaly.training import Trainer
 
     config = TrainConfig(max_epochs=1, batch_size=4, progress=False, patience=None, val_fraction=0)
@@ -116,8 +136,9 @@ def test_patchcore_refits_on_its_data_plus_the_feedback(patchcore_dir: Path, exp
     assert report.after["auroc"] is not None and 0.0 <= report.after["auroc"] <= 1.0
 
 
-def test_unreachable_training_data_retrains_on_the_feedback_alone(conv_ae_dir: Path, export: Path,
-                                                                 tmp_path: Path) -> None:
+def test_unreachable_training_data_retrains_on_the_feedback_alone(
+    conv_ae_dir: Path, export: Path, tmp_path: Path
+) -> None:
     moved = Path(shutil.copytree(conv_ae_dir, tmp_path / "moved"))
     config = json.loads((moved / "model.json").read_text())
     config["info"]["data"] = str(tmp_path / "gone")
@@ -130,7 +151,8 @@ def test_unreachable_training_data_retrains_on_the_feedback_alone(conv_ae_dir: P
 
 def test_too_few_confirmed_normals_is_a_clear_error(conv_ae_dir: Path, export: Path) -> None:
     one = [f for f in read_feedback_export(export) if f.abnormal] + [
-        next(f for f in read_feedback_export(export) if not f.abnormal)]
+        next(f for f in read_feedback_export(export) if not f.abnormal)
+    ]
     with pytest.raises(ValueError, match="at least 2 studies confirmed normal"):
         retrain_model(conv_ae_dir, one)
 
@@ -141,3 +163,12 @@ def test_cli_retrain(conv_ae_dir: Path, export: Path, tmp_path: Path, capsys: py
     printed = capsys.readouterr().out
     assert "v1 -> v2: fine-tune (1 epochs" in printed and "before" in printed and "after" in printed
     assert Model.load(out).info["retraining"]["feedback"]["source"] == str(export)
+
+
+def test_domain_reference_of_three_training_slices() -> None:
+    """A retraining on the feedback alone can have 2-3 normals: too few for folds, the bound is in-sample."""
+    from medanomaly.domain_features import fit_reference
+
+    images = np.random.default_rng(0).random((3, 1, 32, 32)).astype(np.float32)
+    reference = fit_reference(images, np.zeros((0, 1, 32, 32), np.float32))
+    assert reference.quantiles["n"] == 3 and reference.bound > 0

@@ -118,9 +118,10 @@ def fit_reference(
     reference = _fit(features)
     n_folds = min(n_folds, len(features) // 2)
     folds = rng.permutation(len(features)) % max(n_folds, 1)
-    out_of_sample = [_fit(features[folds != k]).feature_distances(features[folds == k]) for k in range(n_folds)]
-    if n_folds < 2:  # too few slices for folds: in-sample distances (optimistic)
+    if n_folds < 2:  # too few slices for folds (2 or 3): in-sample distances (optimistic)
         out_of_sample = [reference.feature_distances(features)]
+    else:
+        out_of_sample = [_fit(features[folds != k]).feature_distances(features[folds == k]) for k in range(n_folds)]
     held = reference.distances(held_out) if len(held_out) else np.zeros(0)
     distances = np.concatenate([*out_of_sample, held])
     reference.quantiles = {
