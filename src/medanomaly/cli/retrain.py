@@ -21,8 +21,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--feedback", required=True, metavar="EXPORT", help="feedback export folder or manifest CSV")
     parser.add_argument("--out", required=True, metavar="NEW_DIR", help="where to write the new model version")
     parser.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs of torch methods (default 5)")
-    parser.add_argument("--held-out", type=float, default=0.3, metavar="FRACTION",
-                        help="share of each feedback class held out for the before/after figures (default 0.3)")
+    parser.add_argument(
+        "--held-out",
+        type=float,
+        default=0.3,
+        metavar="FRACTION",
+        help="share of each feedback class held out for the before/after figures (default 0.3)",
+    )
     parser.add_argument("--calibrate", default=None, help="threshold rule (default: the model's own)")
     parser.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget of the fine-tuning")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -48,17 +53,23 @@ def run(args: argparse.Namespace) -> int:
     report = retrain_model(args.model, feedback, args.out, options, source=str(args.feedback))
     record, model = report.record, report.model
     used = record["feedback"]
-    print(f"{model.method} v{record['from_version']} -> v{model.version}: {record['mode']} on "
-          f"{model.info['n_train_normal']} normal images ({used['n_normal']} from feedback), "
-          f"{used['n_abnormal']} confirmed abnormal used for: {used['abnormal_use']}")
+    print(
+        f"{model.method} v{record['from_version']} -> v{model.version}: {record['mode']} on "
+        f"{model.info['n_train_normal']} normal images ({used['n_normal']} from feedback), "
+        f"{used['n_abnormal']} confirmed abnormal used for: {used['abnormal_use']}"
+    )
     if record["note"]:
         print(f"NOTE: {record['note']}")
-    print(f"held out {len(used['held_out'])} feedback studies ({report.after['n_normal']} normal, "
-          f"{report.after['n_abnormal']} abnormal):")
+    print(
+        f"held out {len(used['held_out'])} feedback studies ({report.after['n_normal']} normal, "
+        f"{report.after['n_abnormal']} abnormal):"
+    )
     for name, point in (("before", report.before), ("after", report.after)):
         auroc = "n/a" if point["auroc"] is None else f"{point['auroc']:.3f}"
-        print(f"  {name:6}  sensitivity {_pct(point['sensitivity'])}  specificity {_pct(point['specificity'])}  "
-              f"AUROC {auroc}  threshold {point['threshold']:.6g}")
+        print(
+            f"  {name:6}  sensitivity {_pct(point['sensitivity'])}  specificity {_pct(point['specificity'])}  "
+            f"AUROC {auroc}  threshold {point['threshold']:.6g}"
+        )
     print(f"saved {args.out} in {report.seconds:.1f} s")
     if report.failures:
         print(describe_failures(report.failures))

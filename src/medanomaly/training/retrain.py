@@ -103,8 +103,10 @@ def split_feedback(
     """(retraining part, held-out part), per class and seeded; ValueError with too few confirmed normals."""
     normal = [f for f in feedback if not f.abnormal]
     if len(normal) < max(2, options.min_normal):
-        msg = (f"retraining needs at least {max(2, options.min_normal)} studies confirmed normal by a radiologist "
-               f"(one is held out to measure the result); found {len(normal)}")
+        msg = (
+            f"retraining needs at least {max(2, options.min_normal)} studies confirmed normal by a radiologist "
+            f"(one is held out to measure the result); found {len(normal)}"
+        )
         raise ValueError(msg)
     rng = np.random.default_rng(options.random_state)
     train: list[FeedbackStudy] = []
@@ -152,8 +154,7 @@ def retrain_model(
     fresh = Model.load(model_dir, device=options.device).detector if warm else None
     detector = fresh or create(old.method, **old.detector.get_params())
     report("fine-tuning" if warm else "refitting", 0.1)
-    trained = fit_detector(detector, index, None, fit, old.info.get("preset") or {}, warm_start=warm,
-                           started=started)
+    trained = fit_detector(detector, index, None, fit, old.info.get("preset") or {}, warm_start=warm, started=started)
     model = trained.model
     report("measuring on held-out feedback", 0.85)
     failures = list(trained.failures)
@@ -172,9 +173,7 @@ def retrain_model(
     return RetrainReport(model, before, after, failures, time.monotonic() - started)
 
 
-def _training_index(
-    old: Model, train_part: list[FeedbackStudy], source: str
-) -> tuple[DatasetIndex, dict[str, Any]]:
+def _training_index(old: Model, train_part: list[FeedbackStudy], source: str) -> tuple[DatasetIndex, dict[str, Any]]:
     """The model's training data (when reachable) joined with the retraining feedback, and what was found."""
     path = old.info.get("data")
     original: dict[str, Any] = {"path": path, "reachable": False, "fingerprint": old.info.get("fingerprint")}
@@ -210,8 +209,15 @@ def _fit_options(old: Model, options: RetrainOptions) -> FitOptions:
     """The model's own settings, with a short fine-tuning schedule and its calibration rule (or the chosen one)."""
     known = set(TrainConfig.__dataclass_fields__)
     recorded = {k: v for k, v in (old.info.get("train_config") or {}).items() if k in known}
-    train = replace(TrainConfig(**recorded), max_epochs=max(1, options.epochs), patience=None, checkpoint_dir=None,
-                    max_minutes=options.max_minutes, device=options.device, progress=False)
+    train = replace(
+        TrainConfig(**recorded),
+        max_epochs=max(1, options.epochs),
+        patience=None,
+        checkpoint_dir=None,
+        max_minutes=options.max_minutes,
+        device=options.device,
+        progress=False,
+    )
     domain = old.domain
     mixed = int(old.info.get("n_train_mixed") or 0)
     return FitOptions(
