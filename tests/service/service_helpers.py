@@ -87,6 +87,7 @@ def label_studies(app: Any, tmp_path: Path, n_per_class: int) -> list[int]:
         path = phantom_png(tmp_path / "up" / f"case{index}.png", lesion=lesion, seed=40 + index, radius=(0.1, 0.13))
         ids.append(rad.upload(path).json()["id"])
     app.state.jobs.run_pending()
+    wait_scored(rad, ids)
     for index, study_id in enumerate(ids):
         label = "LESION" if index % 2 else "NORMAL"
         abnormal = rad.client.get(f"/api/studies/{study_id}/result").json()["abnormal"]
@@ -94,3 +95,14 @@ def label_studies(app: Any, tmp_path: Path, n_per_class: int) -> list[int]:
                                                                        "label": label})
         assert response.status_code == 201
     return ids
+
+
+def wait_scored(session: Session, ids: list[int], timeout: float = 120.0) -> None:
+    """Wait until the studies are scored (a running worker may still hold the last one); AssertionError else."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    for study_id in ids:
+        while (status := session.client.get(f"/api/studies/{study_id}").json()["status"]) in ("queued", "scoring"):
+            assert time.monotonic() < deadline, f"study {study_id} still {status}"
+            time.sleep(0.1)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from medanomaly.errors import ModelError
 from medanomaly.model import Model, training_record
-from medanomaly.service.db import ModelVersion
+from medanomaly.service.db import ModelVersion, utcnow
 from medanomaly.service.settings import parse_model_spec
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class ModelStore:
                 rows = [self._register(db, name, path) for path in paths]
                 if not any(row.active for row in db.scalars(select(ModelVersion).where(ModelVersion.name == name))):
                     newest = max(rows, key=lambda row: row.version)
-                    newest.active, newest.activated_by = True, "start-up"
+                    newest.active, newest.activated_at, newest.activated_by = True, utcnow(), "start-up"
                     logger.info("model %s: no active version, v%d activated", name, newest.version)
                 self.errors.pop(name, None)
             except ModelError as error:
