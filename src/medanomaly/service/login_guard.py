@@ -6,7 +6,8 @@ goes through :func:`check_login`, which
 * refuses at once (429, no password check) a user name or address that is locked, or that failed recently and must
   still wait: after ``login_free_failures`` failures each further try waits ``login_delay_seconds``, doubling with
   each failure; ``login_user_lockout`` (``login_address_lockout``) failures lock the name (address) for
-  ``login_lockout_minutes``, or until an admin unlocks it. Failures older than that are forgotten. Unknown user
+  ``login_lockout_minutes``, or until an admin unlocks it (an address gets ``login_address_free_failures`` tries
+  before its waits start: a reading room shares one). Failures older than that are forgotten. Unknown user
   names are counted like known ones, so neither the answers nor their timing tell which names exist (OWASP
   authentication and credential-stuffing cheat sheets);
 * checks the password with :class:`PasswordChecker`: at most ``password_checks`` Argon2 verifications at a time,
@@ -126,15 +127,16 @@ class Throttle:
                 return LoginRefused(429, reason, wait)
             if now - row.last_failure_at > self.window:
                 continue
-            earliest = row.last_failure_at + self.delay(row.failures)
+            earliest = row.last_failure_at + self.delay(row.failures, kind)
             if earliest > now:
                 wait = int((earliest - now).total_seconds()) + 1
                 return LoginRefused(429, f"too many failed log-ins: wait {wait} s before trying again", wait)
         return None
 
-    def delay(self, failures: int) -> dt.timedelta:
-        """How long after the last of ``failures`` failures the next try is allowed."""
-        extra = failures - self.settings.login_free_failures
+    def delay(self, failures: int, kind: str = "user") -> dt.timedelta:
+        """How long after the last of ``failures`` failures of a user name (address) the next try is allowed."""
+        free = self.settings.login_free_failures if kind == "user" else self.settings.login_address_free_failures
+        extra = failures - free
         if extra < 0:
             return dt.timedelta(0)
         seconds = self.settings.login_delay_seconds * 2 ** min(extra, 20)

@@ -33,7 +33,8 @@ class Settings(BaseSettings):
         password_memory_kib: Argon2 memory cost in KiB.
         password_checks: Password checks (Argon2) run at the same time; more wait, so a burst cannot starve the rest.
         password_queue: Password checks allowed to wait; beyond that a log-in is answered 503 at once.
-        login_free_failures: Failed log-ins of a user name or address before each further try must wait.
+        login_free_failures: Failed log-ins of a user name before each further try must wait.
+        login_address_free_failures: Failed log-ins from one client address before each further try must wait.
         login_delay_seconds: The first wait; it doubles with each further failure.
         login_user_lockout: Failed log-ins of one user name (known or not) that lock it.
         login_address_lockout: Failed log-ins from one client address that lock it (higher: a shared reading room).
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
     password_checks: int = Field(2, ge=1)
     password_queue: int = Field(16, ge=0)
     login_free_failures: int = Field(3, ge=0)
+    login_address_free_failures: int = Field(10, ge=0)
     login_delay_seconds: float = Field(1.0, ge=0)
     login_user_lockout: int = Field(10, ge=1)
     login_address_lockout: int = Field(30, ge=1)
