@@ -171,3 +171,27 @@ def test_cli_proposes_then_activates(app_factory, model_dir, tmp_path, capsys, m
                  "--accept-drop"]) == 0
     assert "chest v2 is now active" in capsys.readouterr().out
     assert {v: row["active"] for v, row in _versions(login(app, "rad")).items()} == {1: False, 2: True}
+
+
+def test_migration_keeps_the_served_version_active(tmp_path) -> None:
+    import sqlalchemy as sa
+    from alembic import command
+
+    from medanomaly.service.db import make_engine
+    from medanomaly.service.db.session import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    config = alembic_config(url)
+    command.upgrade(config, "0003_login_security")
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        for name, version in (("chest", 1), ("chest", 2), ("brain", 1)):
+            connection.execute(sa.text("INSERT INTO model_versions (name, version, path, method, created_at) "
+                                       "VALUES (:n, :v, '/m', 'conv_ae', '2026-01-01')"), {"n": name, "v": version})
+    command.upgrade(config, "0004_versions_triage")
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT name, version, active FROM model_versions ORDER BY name, version"))
+        assert [tuple(row) for row in rows] == [("brain", 1, 1), ("chest", 1, 0), ("chest", 2, 1)]
+    command.downgrade(config, "0003_login_security")
+    with engine.connect() as connection:
+        assert "active" not in {c["name"] for c in sa.inspect(connection).get_columns("model_versions")}
