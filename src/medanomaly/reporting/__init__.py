@@ -3,15 +3,17 @@
 from medanomaly.reporting.pdf import write_pdf
 from medanomaly.reporting.study_report import (
     DECISION_SUPPORT,
+    ReportAddendum,
     ReportFinding,
     ReportImage,
     ReportOpinion,
+    ReportSignature,
     StudyReport,
     render_html,
     report_for,
 )
 
 __all__ = [
-    "DECISION_SUPPORT", "ReportFinding", "ReportImage", "ReportOpinion", "StudyReport", "render_html", "report_for",
-    "write_pdf",
+    "DECISION_SUPPORT", "ReportAddendum", "ReportFinding", "ReportImage", "ReportOpinion", "ReportSignature",
+    "StudyReport", "render_html", "report_for", "write_pdf",
 ]

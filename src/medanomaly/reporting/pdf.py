@@ -1,4 +1,6 @@
-"""A study report as PDF, drawn with reportlab's platypus (pure Python, no system libraries).
+"""A study report as PDF, drawn with reportlab's platypus (pure Python).
+
+The fonts cover the names DICOM headers hold (:mod:`medanomaly.reporting.fonts`).
 
 reportlab user guide: https://docs.reportlab.com/reportlab/userguide/ch5_platypus/
 """
@@ -16,14 +18,15 @@ from reportlab.lib.units import mm
 from reportlab.lib.utils import ImageReader
 from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from medanomaly.reporting.fonts import BOLD, REGULAR, markup, register
 from medanomaly.reporting.study_report import StudyReport
 
 _RED, _GREEN, _GREY = colors.HexColor("#b3261e"), colors.HexColor("#1e6b3a"), colors.HexColor("#5f6368")
 _AMBER = colors.HexColor("#8a6d00")  # out of the model's domain: no decision
 _GRID = TableStyle(
     [
-        ("FONT", (0, 0), (-1, -1), "Helvetica", 9),
-        ("FONT", (0, 0), (0, -1), "Helvetica-Bold", 9),
+        ("FONT", (0, 0), (-1, -1), REGULAR, 9),
+        ("FONT", (0, 0), (0, -1), BOLD, 9),
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
         ("LINEBELOW", (0, 0), (-1, -1), 0.25, colors.HexColor("#d0d4d9")),
         ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
@@ -33,28 +36,29 @@ _GRID = TableStyle(
 
 
 def _styles() -> dict[str, ParagraphStyle]:
+    register()
     base = getSampleStyleSheet()
     return {
-        "title": ParagraphStyle("title", parent=base["Title"], fontSize=16, spaceAfter=2, alignment=0),
-        "h2": ParagraphStyle("h2", parent=base["Heading2"], fontSize=11, spaceBefore=8, spaceAfter=4),
-        "body": ParagraphStyle("body", parent=base["BodyText"], fontSize=9, leading=12),
-        "small": ParagraphStyle("small", parent=base["BodyText"], fontSize=7.5, leading=9, textColor=_GREY),
+        "title": ParagraphStyle("title", parent=base["Title"], fontName=BOLD, fontSize=16, spaceAfter=2, alignment=0),
+        "h2": ParagraphStyle("h2", parent=base["Heading2"], fontName=BOLD, fontSize=11, spaceBefore=8, spaceAfter=4),
+        "body": ParagraphStyle("body", parent=base["BodyText"], fontName=REGULAR, fontSize=9, leading=12),
+        "small": ParagraphStyle(
+            "small", parent=base["BodyText"], fontName=REGULAR, fontSize=7.5, leading=9, textColor=_GREY
+        ),
         "decision": ParagraphStyle(
             "decision",
             parent=base["BodyText"],
             fontSize=13,
             leading=16,
             textColor=colors.white,
-            fontName="Helvetica-Bold",
+            fontName=BOLD,
         ),
-        "statement": ParagraphStyle(
-            "statement", parent=base["BodyText"], fontSize=9, leading=12, fontName="Helvetica-Bold"
-        ),
+        "statement": ParagraphStyle("statement", parent=base["BodyText"], fontSize=9, leading=12, fontName=BOLD),
     }
 
 
 def _esc(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return markup(text)
 
 
 def _rows(pairs: list[tuple[str, str]], style: dict[str, ParagraphStyle]) -> Table:
@@ -113,8 +117,8 @@ def _findings(report: StudyReport, style: dict[str, ParagraphStyle]) -> Any:
         TableStyle(
             [
                 *_GRID.getCommands(),
-                ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 9),
-                ("FONT", (0, 1), (0, -1), "Helvetica", 9),
+                ("FONT", (0, 0), (-1, 0), BOLD, 9),
+                ("FONT", (0, 1), (0, -1), REGULAR, 9),
             ]
         )
     )
@@ -137,10 +141,28 @@ def _opinions(report: StudyReport, style: dict[str, ParagraphStyle]) -> list[Any
     return items
 
 
+def _signature(report: StudyReport, style: dict[str, ParagraphStyle]) -> list[Any]:
+    if report.signature is None:
+        return [Paragraph("Not signed off: the report changes with new opinions.", style["small"])]
+    signed = Table(
+        [[Paragraph(_esc(f"Signed off by {report.signature.by} on {report.signature.at}. The report above is "
+                         "locked; later text appears as addenda."), style["statement"])]],
+        colWidths=[170 * mm],
+    )
+    signed.setStyle(TableStyle([("BOX", (0, 0), (-1, -1), 1.2, _GREEN), ("LEFTPADDING", (0, 0), (-1, -1), 6)]))
+    items: list[Any] = [Spacer(1, 3 * mm), signed]
+    if report.addenda:
+        items.append(Paragraph("Addenda", style["h2"]))
+    for addendum in report.addenda:
+        text = _esc(addendum.text).replace("\n", "<br/>")
+        items.append(Paragraph(f"<b>{_esc(addendum.by)}</b> ({_esc(addendum.at)}): {text}", style["body"]))
+    return items
+
+
 def _footer(report: StudyReport):
     def draw(canvas, document) -> None:
         canvas.saveState()
-        canvas.setFont("Helvetica", 7.5)
+        canvas.setFont(REGULAR, 7.5)
         canvas.setFillColor(_GREY)
         canvas.drawString(
             20 * mm,
@@ -181,6 +203,7 @@ def write_pdf(report: StudyReport, path: str | Path) -> Path:
         KeepTogether([Paragraph("Model", style["h2"]), _rows(report.model, style)]),
         Paragraph("Radiologist's opinion", style["h2"]),
         *_opinions(report, style),
+        *_signature(report, style),
     ]
     document = SimpleDocTemplate(
         str(path),

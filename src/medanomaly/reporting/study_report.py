@@ -63,6 +63,23 @@ class ReportOpinion:
 
 
 @dataclass(frozen=True)
+class ReportSignature:
+    """Who signed the report off, and when (the report is locked from then on)."""
+
+    by: str
+    at: str
+
+
+@dataclass(frozen=True)
+class ReportAddendum:
+    """Text added to a signed report, with who and when."""
+
+    by: str
+    at: str
+    text: str
+
+
+@dataclass(frozen=True)
 class StudyReport:
     """Everything a study report says.
 
@@ -80,6 +97,8 @@ class StudyReport:
         statement: The decision-support statement.
         generated_at: When the report was made (UTC, ISO).
         generated_by: Who made it.
+        signature: The sign-off, None while the report is open.
+        addenda: Text added after the sign-off, oldest first.
     """
 
     identifiers: list[tuple[str, str]]
@@ -97,6 +116,8 @@ class StudyReport:
     generated_by: str
     title: str = "Anomaly detection report"
     notes: list[str] = field(default_factory=list)
+    signature: ReportSignature | None = None
+    addenda: list[ReportAddendum] = field(default_factory=list)
 
 
 def report_for(
@@ -110,6 +131,8 @@ def report_for(
     generated_by: str,
     opinions: list[ReportOpinion] | None = None,
     notes: list[str] | None = None,
+    signature: ReportSignature | None = None,
+    addenda: list[ReportAddendum] | None = None,
 ) -> StudyReport:
     """The report of one scored study, the one builder of the web service's and the PACS link's reports.
 
@@ -126,6 +149,8 @@ def report_for(
         generated_by: Who made the report.
         opinions: Radiologists' opinions, oldest first.
         notes: Extra paragraphs.
+        signature: The sign-off, if signed.
+        addenda: Addenda after the sign-off.
     """
     return StudyReport(
         identifiers=identifiers,
@@ -142,6 +167,8 @@ def report_for(
         generated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         generated_by=generated_by,
         notes=notes or [],
+        signature=signature,
+        addenda=addenda or [],
     )
 
 

@@ -1,9 +1,11 @@
 """What the viewer and the report draw: display slices, anomaly maps and extras saved per result, rendered as PNG.
 
 At scoring time :func:`save_arrays` keeps, in one compressed ``.npz`` (no pickles), the study's slices in their own
-units (HU for CT) downsampled to at most ``DISPLAY_MAX`` pixels a side, the filtered anomaly maps and any
-``reconstruction``/``translation`` extras cropped to the image (model grid without padding), and a JSON header with
-the display window and the map's colour scale. Window/level happens at render time, so presets are exact.
+units (HU for CT) at native resolution (only sides above ``DISPLAY_MAX`` pixels are downsampled), the filtered
+anomaly maps and any ``reconstruction``/``translation`` extras cropped to the image (model grid without padding), and
+a JSON header with the display windows and the map's colour scale. Window/level happens at render time (in the
+browser, from :func:`slice_values`), so presets and free windows are exact and the pixel readout shows stored values.
+The heat map is coloured by one function, :func:`heat_rgba`, for the viewer and for the report.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from typing import Any
 import numpy as np
 from skimage.transform import resize
 
-from medanomaly.mapping import overlay, resize_map
+from medanomaly.mapping import resize_map
 from medanomaly.model import Model
 from medanomaly.pipeline import StudyResult
 from medanomaly.transforms.intensity import WINDOW_PRESETS, apply_window
 from medanomaly.types import Study
 
-DISPLAY_MAX = 768
+DISPLAY_MAX = 4096  # native resolution for every radiograph and CT/MR slice; larger sides are downsampled
 EXTRA_NAMES = ("reconstruction", "translation")
 COLORMAPS = ("jet", "inferno", "magma", "viridis", "hot", "turbo")
 GENERIC_WINDOWS = {"auto": "Auto (0.5-99.5 %)", "full": "Full range", "contrast": "High contrast (5-95 %)"}
@@ -150,6 +152,27 @@ def load_arrays(path: Path, cache_size: int = 6) -> StudyArrays:
     return loaded
 
 
+def window_levels(arrays: StudyArrays) -> dict[str, dict[str, Any]]:
+    """The study's window presets as ``key -> {"label", "center", "width"}`` in stored units (HU for CT)."""
+    header, levels = arrays.header, {}
+    for key, label in arrays.window_choices().items():
+        if key in WINDOW_PRESETS:
+            center, width = WINDOW_PRESETS[key]
+        elif key == "dicom":
+            center, width = header["file_window"]
+        else:
+            low, high = header[{"auto": "auto_range", "full": "full_range", "contrast": "contrast_range"}[key]]
+            center, width = (low + high) / 2.0, max(high - low, 1e-6)
+        levels[key] = {"label": label, "center": float(center), "width": float(width)}
+    return levels
+
+
+def _check_index(arrays: StudyArrays, index: int) -> None:
+    if not 0 <= index < arrays.n_slices:
+        msg = f"slice {index} outside 0..{arrays.n_slices - 1}"
+        raise IndexError(msg)
+
+
 def window_slice(arrays: StudyArrays, index: int, window: str = "auto") -> np.ndarray:
     """(H, W) float in [0, 1] (or (H, W, 3) colour) of slice ``index`` under a window preset.
 
@@ -157,51 +180,87 @@ def window_slice(arrays: StudyArrays, index: int, window: str = "auto") -> np.nd
         IndexError: ``index`` outside the study.
         ValueError: An unknown window for this study.
     """
-    if not 0 <= index < arrays.n_slices:
-        msg = f"slice {index} outside 0..{arrays.n_slices - 1}"
-        raise IndexError(msg)
+    _check_index(arrays, index)
     image = arrays.display[index]
     if image.ndim == 3:
         return image.astype(np.float32) / 255.0
-    header = arrays.header
-    if window in WINDOW_PRESETS and header.get("is_hu"):
-        return apply_window(image, *WINDOW_PRESETS[window])
-    if window == "dicom" and header.get("file_window"):
-        return apply_window(image, *header["file_window"])
-    ranges = {"auto": "auto_range", "full": "full_range", "contrast": "contrast_range"}
-    if window not in ranges:
-        msg = f"unknown window {window!r} for this study; choose one of {', '.join(arrays.window_choices())}"
+    levels = window_levels(arrays)
+    if window not in levels:
+        msg = f"unknown window {window!r} for this study; choose one of {', '.join(levels)}"
         raise ValueError(msg)
-    low, high = header[ranges[window]]
-    return np.clip((image - low) / max(high - low, 1e-6), 0.0, 1.0)
+    return apply_window(image, levels[window]["center"], levels[window]["width"])
+
+
+def slice_values(arrays: StudyArrays, index: int) -> np.ndarray:
+    """Slice ``index`` in stored units (what the viewer windows and reads pixel values from), in an exact dtype.
+
+    int16/uint16 when every value is a whole number in range (CT in HU, 8-16 bit radiographs), else float32; colour
+    stays (H, W, 3) uint8.
+
+    Raises:
+        IndexError: ``index`` outside the study.
+    """
+    _check_index(arrays, index)
+    image = arrays.display[index]
+    if image.ndim == 3 or not np.all(np.isfinite(image)) or not np.array_equal(image, np.round(image)):
+        return image if image.ndim == 3 else image.astype(np.float32)
+    low, high = float(image.min()), float(image.max())
+    for dtype in (np.int16, np.uint16):
+        if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
+            return image.astype(dtype)
+    return image.astype(np.float32)
+
+
+def _check_cmap(cmap: str) -> None:
+    if cmap not in COLORMAPS:
+        msg = f"unknown colour map {cmap!r}; choose one of {', '.join(COLORMAPS)}"
+        raise ValueError(msg)
+
+
+def heat_rgba(values: np.ndarray, value_range: list[float], cmap: str = "jet") -> np.ndarray:
+    """(H, W, 4) float heat map in [0, 1], the one colouring of the viewer and the report.
+
+    Colour from ``cmap`` over ``value_range``, opacity the square root of the scaled value (transparent at the low
+    end, so unremarkable tissue stays untinted).
+
+    Raises:
+        ValueError: An unknown colour map.
+    """
+    import matplotlib as mpl
+
+    _check_cmap(cmap)
+    low, high = value_range
+    scaled = np.clip((np.nan_to_num(values, nan=low) - low) / max(high - low, 1e-9), 0.0, 1.0)
+    rgba = mpl.colormaps[cmap](scaled)
+    rgba[..., 3] = np.sqrt(scaled)
+    return rgba
+
+
+def _slice_heat(arrays: StudyArrays, index: int, cmap: str) -> np.ndarray | None:
+    if arrays.maps is None:
+        return None
+    values = resize_map(arrays.maps[index], arrays.display.shape[1:3])
+    return heat_rgba(values, arrays.header["map_range"], cmap)
 
 
 def map_rgba(arrays: StudyArrays, index: int, cmap: str = "jet") -> np.ndarray:
     """(H, W, 4) uint8 heat map of slice ``index`` at display size; transparent where the map is unremarkable."""
-    import matplotlib as mpl
-
-    if cmap not in COLORMAPS:
-        msg = f"unknown colour map {cmap!r}; choose one of {', '.join(COLORMAPS)}"
-        raise ValueError(msg)
-    height, width = arrays.display.shape[1:3]
-    if arrays.maps is None:
-        return np.zeros((height, width, 4), np.uint8)
-    values = resize_map(arrays.maps[index], (height, width))
-    low, high = arrays.header["map_range"]
-    scaled = np.clip((values - low) / max(high - low, 1e-9), 0.0, 1.0)
-    rgba = mpl.colormaps[cmap](scaled)
-    rgba[..., 3] = np.sqrt(scaled)
+    _check_cmap(cmap)
+    rgba = _slice_heat(arrays, index, cmap)
+    if rgba is None:
+        return np.zeros((*arrays.display.shape[1:3], 4), np.uint8)
     return np.round(rgba * 255).astype(np.uint8)
 
 
-def overlay_rgb(arrays: StudyArrays, index: int, window: str = "auto", cmap: str = "jet", alpha: float = 0.45):
-    """(H, W, 3) uint8 slice with the heat map blended in (what the report prints)."""
+def overlay_rgb(arrays: StudyArrays, index: int, window: str = "auto", cmap: str = "jet", opacity: float = 0.45):
+    """(H, W, 3) uint8 slice with the heat map drawn over it as the viewer draws it (its RGBA at ``opacity``)."""
     image = window_slice(arrays, index, window)
-    if arrays.maps is None:
-        return np.round(np.repeat(image[..., None], 3, 2) * 255).astype(np.uint8) if image.ndim == 2 else image
-    values = resize_map(arrays.maps[index], image.shape[:2])
-    low, high = arrays.header["map_range"]
-    return overlay(image, values, vmin=low, vmax=high, alpha=alpha, cmap=cmap, mask_below=low)
+    rgb = np.repeat(image[..., None], 3, 2) if image.ndim == 2 else image
+    rgba = _slice_heat(arrays, index, cmap)
+    if rgba is not None:
+        weight = rgba[..., 3:] * float(np.clip(opacity, 0.0, 1.0))
+        rgb = (1.0 - weight) * rgb + weight * rgba[..., :3]
+    return np.round(rgb * 255).astype(np.uint8)
 
 
 def extra_image(arrays: StudyArrays, name: str, index: int) -> np.ndarray:

@@ -14,11 +14,13 @@ from medanomaly.reporting import DECISION_SUPPORT, render_html
 from medanomaly.service import audit
 from medanomaly.service.db import ModelVersion
 from medanomaly.service.deps import DbDep, JobsDep, SettingsDep, StoreDep, UserDep, flash, render
-from medanomaly.service.imaging import COLORMAPS, load_arrays
+from medanomaly.service.imaging import COLORMAPS, load_arrays, window_levels
 from medanomaly.service.model_store import training_of
 from medanomaly.service.reports import build_report
+from medanomaly.service.routers.reading import reading_context
 from medanomaly.service.routers.studies import done_result, get_study
 from medanomaly.service.schemas import DisplaySettings
+from medanomaly.service.signoff import signoff_of
 from medanomaly.service.storage import UploadRejected
 from medanomaly.service.studies import DECISIONS, SORT_KEYS, create_study, decision_summary, worklist_studies
 from medanomaly.service.triage import triage_context
@@ -87,6 +89,8 @@ def _viewer_config(request: Request, study, result, settings, user) -> dict[str,
         findings=result.findings,
         extras=result.extras,
         windows=arrays.window_choices(),
+        levels=window_levels(arrays),
+        units="HU" if arrays.header.get("is_hu") else "",
         has_map=arrays.maps is not None,
         start_slice=max(range(len(result.slice_scores)), key=result.slice_scores.__getitem__, default=0),
         aspect=[int(arrays.display.shape[2]), int(arrays.display.shape[1])],
@@ -103,6 +107,8 @@ def study_view(request: Request, db: DbDep, settings: SettingsDep, user: UserDep
     study = get_study(db, study_id)
     result = study.result
     config = _viewer_config(request, study, result, settings, user)
+    reading = reading_context(db, settings, study)
+    config["signed"] = reading["signoff"] is not None
     own_label = result and result.status == "scored" and result.label not in ("NORMAL", "ABNORMAL")
     labels = ["NORMAL", "ABNORMAL"] + ([result.label] if own_label else [])
     return render(
@@ -119,6 +125,7 @@ def study_view(request: Request, db: DbDep, settings: SettingsDep, user: UserDep
         windows=config.get("windows", {}),
         colormaps=COLORMAPS,
         training=training_of(result.model_version.path) if result else None,
+        **reading,
     )
 
 
@@ -126,7 +133,7 @@ def study_view(request: Request, db: DbDep, settings: SettingsDep, user: UserDep
 def report_page(request: Request, db: DbDep, settings: SettingsDep, user: UserDep, study_id: int) -> HTMLResponse:
     """The report as a printable HTML page (print it from the browser, or download the PDF)."""
     study = get_study(db, study_id)
-    report = build_report(settings, study, done_result(study), user)
+    report = build_report(settings, study, done_result(study), user, signoff_of(db, study.id))
     html = render_html(
         report,
         pdf_url=f"/api/studies/{study.id}/report.pdf",

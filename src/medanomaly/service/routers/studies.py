@@ -15,6 +15,7 @@ from medanomaly.service.deps import DbDep, JobsDep, SettingsDep, StoreDep, UserD
 from medanomaly.service.imaging import extra_image, load_arrays, map_rgba, window_slice
 from medanomaly.service.reports import current_report, save_pdf
 from medanomaly.service.schemas import FindingOut, OpinionIn, OpinionOut, ResultOut, ResultSummaryOut, StudyOut
+from medanomaly.service.signoff import refuse_if_signed
 from medanomaly.service.studies import (
     add_opinion,
     create_study,
@@ -202,8 +203,9 @@ def list_opinions(db: DbDep, user: UserDep, study_id: int) -> list[OpinionOut]:
 
 @router.post("/{study_id}/opinions", status_code=201)
 def create_opinion(db: DbDep, user: UserDep, study_id: int, body: OpinionIn) -> OpinionOut:
-    """Record the user's opinion (a label with who and when; the model's result is not changed)."""
+    """Record the user's opinion (a label with who and when; the model's result is not changed); 409 once signed."""
     study = get_study(db, study_id)
+    refuse_if_signed(db, study)
     opinion = add_opinion(db, study, user, body)
     db.refresh(opinion)
     return opinion_out(opinion)

@@ -1,5 +1,6 @@
-// Study view: slice slider, heat-map overlay (opacity, colour map), window presets, zoom, findings,
-// region marking and the opinion form. Talks to the JSON API with the session's CSRF token.
+// Study page: the viewer (viewer.js) with its toolbar and shortcuts, heat-map overlay, findings, slice plot, region
+// marking, the opinion form and the report's sign-off and addenda. Talks to the JSON API with the CSRF token;
+// nothing here reloads the page once the result is shown.
 (function () {
   "use strict";
   const config = JSON.parse(document.getElementById("viewer-config").textContent);
@@ -17,6 +18,12 @@
     if (!response.ok) throw new Error((data && data.detail) || `HTTP ${response.status}`);
     return data;
   }
+  const element = (tag, cls, text) => {
+    const el = document.createElement(tag);
+    if (cls) el.className = cls;
+    if (text !== undefined) el.textContent = text;
+    return el;
+  };
 
   // ---- waiting for the result --------------------------------------------------------------------------
   if (!config.n_slices) {
@@ -43,19 +50,33 @@
     return;
   }
 
-  // ---- viewer state ------------------------------------------------------------------------------------
-  const state = { slice: config.start_slice || 0, zoom: 1, drawing: false, regions: [], activeFinding: null,
-                  window: config.prefs.window, cmap: config.prefs.colormap };
-  const base = $("base-image"), heat = $("heat-image"), marks = $("marks"), stage = $("stage");
+  // ---- viewer ------------------------------------------------------------------------------------------
+  const state = { slice: config.start_slice || 0, regions: [], activeFinding: null, cmap: config.prefs.colormap };
+  const heat = $("heat-image"), marks = $("marks"), windowSelect = $("window");
   const url = (kind, query) => `/api/studies/${config.study}/slices/${state.slice}/${kind}.png${query || ""}`;
-
-  function setAspect() {
-    const ratio = `${config.aspect[0]} / ${config.aspect[1]}`;
-    document.querySelectorAll(".stage").forEach((s) => { s.style.aspectRatio = ratio; });
-    const aspect = config.aspect[0] / config.aspect[1];  // fit the image to the window height at 100 %
-    stage.style.width = `min(${100 * state.zoom}%, ${(64 * aspect * state.zoom).toFixed(2)}vh)`;
-    $("zoom-label").textContent = `${Math.round(100 * state.zoom)} %`;
-  }
+  const viewer = window.createViewer(config, {
+    sliceChanged(index) {
+      state.slice = index;
+      heat.src = config.has_map ? url("map", `?cmap=${encodeURIComponent(state.cmap)}`) : "";
+      document.querySelectorAll(".extra-image").forEach((img) => { img.src = url(img.dataset.extra); });
+      $("slice").value = index;
+      $("slice-label").textContent = `${index + 1} / ${config.n_slices}`;
+      drawMarks();
+      drawPlot();
+    },
+    windowChanged(preset) {
+      let option = windowSelect.querySelector("option[value='custom']");
+      if (preset === "custom" && !option) {
+        option = element("option", "", "Custom (dragged)"); option.value = "custom"; windowSelect.appendChild(option);
+      }
+      windowSelect.value = preset;
+    },
+    toolChanged(tool) {
+      [["tool-pan", "pan"], ["tool-wl", "wl"], ["draw-toggle", "mark"]].forEach(([id, name]) => {
+        $(id).setAttribute("aria-pressed", String(tool === name));
+      });
+    },
+  });
 
   function box(parent, cls, b) {
     const el = document.createElementNS(SVG, "rect");
@@ -65,7 +86,6 @@
     parent.appendChild(el);
     return el;
   }
-
   function drawMarks() {
     marks.replaceChildren();
     config.findings.forEach((f, i) => {
@@ -75,54 +95,74 @@
     state.regions.forEach((r) => { if (r.slice_index === state.slice) box(marks, "mark", r.box); });
   }
 
-  function render() {
-    base.src = url("image", `?window=${encodeURIComponent(state.window)}`);
-    heat.src = config.has_map ? url("map", `?cmap=${encodeURIComponent(state.cmap)}`) : "";
-    document.querySelectorAll(".extra-image").forEach((img) => { img.src = url(img.dataset.extra); });
-    const slider = $("slice");
-    slider.value = state.slice;
-    $("slice-label").textContent = `${state.slice + 1} / ${config.n_slices}`;
-    drawMarks();
-    drawPlot();
-  }
-
-  function setSlice(index) {
-    state.slice = Math.max(0, Math.min(config.n_slices - 1, index));
-    render();
-  }
-
   // ---- toolbar -----------------------------------------------------------------------------------------
-  $("slice").addEventListener("input", (e) => setSlice(Number(e.target.value)));
+  $("slice").addEventListener("input", (e) => viewer.setSlice(Number(e.target.value)));
   const opacity = $("opacity");
   const applyOpacity = () => { heat.style.opacity = opacity.value / 100; $("opacity-label").textContent = `${opacity.value} %`; };
   opacity.addEventListener("input", applyOpacity);
-  $("show-overlay").addEventListener("change", (e) => heat.classList.toggle("hidden", !e.target.checked));
-  $("colormap").addEventListener("change", (e) => { state.cmap = e.target.value; render(); });
-  $("window").addEventListener("change", (e) => { state.window = e.target.value; render(); });
-  $("zoom-in").addEventListener("click", () => { state.zoom = Math.min(8, state.zoom * 1.25); setAspect(); });
-  $("zoom-out").addEventListener("click", () => { state.zoom = Math.max(0.5, state.zoom / 1.25); setAspect(); });
-  $("zoom-fit").addEventListener("click", () => { state.zoom = 1; setAspect(); });
-  document.addEventListener("keydown", (e) => {
-    if (["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement.tagName)) return;
-    if (e.key === "ArrowUp" || e.key === "PageUp") { setSlice(state.slice - 1); e.preventDefault(); }
-    if (e.key === "ArrowDown" || e.key === "PageDown") { setSlice(state.slice + 1); e.preventDefault(); }
-  });
+  const overlayBox = $("show-overlay");
+  const applyOverlay = () => heat.classList.toggle("hidden", !overlayBox.checked);
+  overlayBox.addEventListener("change", applyOverlay);
+  $("colormap").addEventListener("change", (e) => { state.cmap = e.target.value; viewer.setSlice(state.slice); });
+  windowSelect.addEventListener("change", (e) => viewer.preset(e.target.value));
+  const invert = $("invert");
+  const toggleInvert = () => invert.setAttribute("aria-pressed", String(viewer.toggleInvert()));
+  invert.addEventListener("click", toggleInvert);
+  $("zoom-in").addEventListener("click", () => viewer.zoom(1.25));
+  $("zoom-out").addEventListener("click", () => viewer.zoom(1 / 1.25));
+  $("zoom-fit").addEventListener("click", () => viewer.fit());
+  $("zoom-one").addEventListener("click", () => viewer.actualSize());
+  $("tool-pan").addEventListener("click", () => viewer.setTool("pan"));
+  $("tool-wl").addEventListener("click", () => viewer.setTool("wl"));
+  $("draw-toggle").addEventListener("click", () => viewer.setTool(viewer.view.tool === "mark" ? "pan" : "mark"));
   $("save-defaults").addEventListener("click", async (e) => {
+    const preset = viewer.view.preset === "custom" ? config.prefs.window : viewer.view.preset;
     const prefs = Object.assign({}, config.prefs, { overlay_opacity: opacity.value / 100, colormap: state.cmap,
-      window: state.window, show_overlay: $("show-overlay").checked });
+      window: preset, show_overlay: overlayBox.checked });
     try { await api("PUT", "/api/me/settings", prefs); e.target.textContent = "Saved ✓"; }
     catch (error) { e.target.textContent = `Not saved: ${error.message}`; }
   });
+
+  // ---- keyboard shortcuts (the help overlay lists them) ------------------------------------------------
+  const help = $("shortcut-help");
+  const toggleHelp = (show) => help.classList.toggle("hidden", show === undefined ? !help.classList.contains("hidden") : !show);
+  $("help-toggle").addEventListener("click", () => toggleHelp());
+  $("help-close").addEventListener("click", () => toggleHelp(false));
+  const presetKeys = Object.keys(config.levels);
+  const keys = {
+    ArrowUp: () => viewer.setSlice(state.slice - 1), PageUp: () => viewer.setSlice(state.slice - 1),
+    ArrowDown: () => viewer.setSlice(state.slice + 1), PageDown: () => viewer.setSlice(state.slice + 1),
+    Home: () => viewer.setSlice(0), End: () => viewer.setSlice(config.n_slices - 1),
+    "+": () => viewer.zoom(1.25), "=": () => viewer.zoom(1.25), "-": () => viewer.zoom(1 / 1.25),
+    f: () => viewer.fit(), "0": () => viewer.actualSize(), i: toggleInvert, r: () => viewer.reset(),
+    p: () => viewer.setTool("pan"), w: () => viewer.setTool("wl"), m: () => $("draw-toggle").click(),
+    o: () => { overlayBox.checked = !overlayBox.checked; applyOverlay(); },
+    "?": () => toggleHelp(), Escape: () => toggleHelp(false),
+  };
+  presetKeys.slice(0, 9).forEach((key, i) => { keys[String(i + 1)] = () => viewer.preset(key); });
+  document.addEventListener("keydown", (e) => {
+    if (["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement.tagName) || e.ctrlKey || e.metaKey || e.altKey) return;
+    const action = keys[e.key] || keys[e.key.toLowerCase()];
+    if (action) { action(); e.preventDefault(); }
+  });
+  $("preset-keys").textContent = presetKeys.slice(0, 9).map((key, i) => `${i + 1} ${config.levels[key].label}`).join(" · ");
 
   // ---- findings ----------------------------------------------------------------------------------------
   document.querySelectorAll(".finding").forEach((button) => button.addEventListener("click", () => {
     document.querySelectorAll(".finding").forEach((b) => b.classList.remove("active"));
     button.classList.add("active");
     state.activeFinding = Number(button.dataset.index);
-    setSlice(Number(button.dataset.slice));
+    viewer.setSlice(Number(button.dataset.slice));
   }));
 
   // ---- slice-score plot --------------------------------------------------------------------------------
+  function line(plot, x1, y1, x2, y2, stroke, dash) {
+    const l = document.createElementNS(SVG, "line");
+    Object.entries({ x1, y1, x2, y2, stroke }).forEach(([k, v]) => l.setAttribute(k, v));
+    if (dash) l.setAttribute("stroke-dasharray", dash);
+    l.setAttribute("vector-effect", "non-scaling-stroke");
+    plot.appendChild(l);
+  }
   function drawPlot() {
     const plot = $("slice-plot");
     if (!plot) return;
@@ -130,35 +170,21 @@
     const top = Math.max(...scores) * 1.1 || 1;
     const x = (i) => (n === 1 ? 50 : (100 * i) / (n - 1)), y = (v) => 28 - (26 * v) / top;
     plot.replaceChildren();
-    const line = document.createElementNS(SVG, "polyline");
-    line.setAttribute("points", scores.map((v, i) => `${x(i)},${y(v)}`).join(" "));
-    line.setAttribute("fill", "none"); line.setAttribute("stroke", "#4c8dff"); line.setAttribute("stroke-width", "1.5");
-    line.setAttribute("vector-effect", "non-scaling-stroke");
-    plot.appendChild(line);
-    if (config.threshold !== undefined) {
-      const t = document.createElementNS(SVG, "line");
-      t.setAttribute("x1", 0); t.setAttribute("x2", 100); t.setAttribute("y1", y(config.threshold)); t.setAttribute("y2", y(config.threshold));
-      t.setAttribute("stroke", "#f5a524"); t.setAttribute("stroke-dasharray", "3 2"); t.setAttribute("vector-effect", "non-scaling-stroke");
-      plot.appendChild(t);
-    }
-    const cursor = document.createElementNS(SVG, "line");
-    cursor.setAttribute("x1", x(state.slice)); cursor.setAttribute("x2", x(state.slice)); cursor.setAttribute("y1", 0); cursor.setAttribute("y2", 30);
-    cursor.setAttribute("stroke", "#e6e9ee"); cursor.setAttribute("vector-effect", "non-scaling-stroke");
-    plot.appendChild(cursor);
+    const poly = document.createElementNS(SVG, "polyline");
+    poly.setAttribute("points", scores.map((v, i) => `${x(i)},${y(v)}`).join(" "));
+    poly.setAttribute("fill", "none"); poly.setAttribute("stroke", "#4c8dff"); poly.setAttribute("stroke-width", "1.5");
+    poly.setAttribute("vector-effect", "non-scaling-stroke");
+    plot.appendChild(poly);
+    if (config.threshold !== undefined) line(plot, 0, y(config.threshold), 100, y(config.threshold), "#f5a524", "3 2");
+    line(plot, x(state.slice), 0, x(state.slice), 30, "#e6e9ee");
   }
   const plot = $("slice-plot");
   if (plot) plot.addEventListener("click", (e) => {
     const r = plot.getBoundingClientRect();
-    setSlice(Math.round(((e.clientX - r.left) / r.width) * (config.n_slices - 1)));
+    viewer.setSlice(Math.round(((e.clientX - r.left) / r.width) * (config.n_slices - 1)));
   });
 
-  // ---- marking regions ---------------------------------------------------------------------------------
-  const drawButton = $("draw-toggle");
-  drawButton.addEventListener("click", () => {
-    state.drawing = !state.drawing;
-    drawButton.setAttribute("aria-pressed", String(state.drawing));
-    marks.classList.toggle("drawing", state.drawing);
-  });
+  // ---- marking regions (mark tool: drag on the image) ---------------------------------------------------
   let start = null, preview = null;
   const point = (e) => {
     const r = marks.getBoundingClientRect();
@@ -166,7 +192,7 @@
   };
   const ordered = (a, b) => [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])];
   marks.addEventListener("pointerdown", (e) => {
-    if (!state.drawing) return;
+    if (viewer.view.tool !== "mark" || e.button !== 0) return;
     start = point(e); preview = box(marks, "mark", [...start, ...start]);
     marks.setPointerCapture(e.pointerId);
   });
@@ -186,9 +212,18 @@
   });
   $("clear-regions").addEventListener("click", () => { state.regions = []; $("region-count").textContent = "0"; drawMarks(); });
 
-  // ---- opinion -----------------------------------------------------------------------------------------
+  // ---- opinion (saved without leaving the page) -------------------------------------------------------
   const form = $("opinion-form"), labelSelect = $("opinion-label"), other = $("other-label"), message = $("opinion-message");
   labelSelect.addEventListener("change", () => other.classList.toggle("hidden", labelSelect.value !== "__other"));
+  function showOpinion(o) {
+    const li = element("li");
+    li.append(element("span", `badge ${o.agrees ? "agree" : "disagree"}`, o.agrees ? "agrees" : "disagrees"), " ",
+      element("strong", "", o.label), ` — ${o.user}, ${o.created_at.slice(0, 16).replace("T", " ")}`);
+    if (o.regions.length) li.append(" ", element("span", "muted small", `· ${o.regions.length} region(s)`));
+    if (o.note) li.append(element("p", "note", o.note));
+    $("opinions").prepend(li);
+    $("opinions-card").classList.remove("hidden");
+  }
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const data = new FormData(form);
@@ -196,16 +231,57 @@
     const body = { agrees: data.get("agrees") === "true", label: label || null, note: data.get("note") || "", regions: state.regions };
     $("opinion-submit").disabled = true;
     try {
-      await api("POST", `/api/studies/${config.study}/opinions`, body);
+      const saved = await api("POST", `/api/studies/${config.study}/opinions`, body);
+      showOpinion(saved);
+      config.opinion_regions = saved.regions; state.regions = [];
+      $("region-count").textContent = "0";
+      drawMarks();
+      form.reset(); other.classList.add("hidden");
       message.className = "form-message ok"; message.textContent = "Opinion saved.";
-      window.setTimeout(() => window.location.reload(), 600);
+      const signoff = $("signoff-start");
+      if (signoff) { signoff.disabled = false; signoff.title = ""; }
     } catch (error) {
       message.className = "form-message error"; message.textContent = error.message;
-      $("opinion-submit").disabled = false;
     }
+    $("opinion-submit").disabled = false;
   });
 
-  setAspect();
+  // ---- sign-off and addenda ----------------------------------------------------------------------------
+  function showSigned(signoff) {
+    $("signoff-status").textContent = `Signed off by ${signoff.user}, ${signoff.signed_at.slice(0, 16).replace("T", " ")} UTC`;
+    $("signoff-status").className = "signed";
+    ["signoff-start", "signoff-confirm-box"].forEach((id) => { const el = $(id); if (el) el.classList.add("hidden"); });
+    $("addendum-form").classList.remove("hidden");
+    form.querySelectorAll("input, select, textarea, button").forEach((el) => { el.disabled = true; });
+    message.className = "form-message"; message.textContent = "The report is signed: add an addendum instead.";
+  }
+  function showAddendum(a) {
+    const li = element("li");
+    li.append(element("strong", "", a.user), ` ${a.created_at.slice(0, 16).replace("T", " ")} UTC`, element("p", "note", a.text));
+    $("addenda").append(li);
+  }
+  const signStart = $("signoff-start"), signMessage = $("signoff-message");
+  if (signStart) {
+    signStart.addEventListener("click", () => $("signoff-confirm-box").classList.remove("hidden"));
+    $("signoff-cancel").addEventListener("click", () => $("signoff-confirm-box").classList.add("hidden"));
+    $("signoff-confirm").addEventListener("click", async () => {
+      try { showSigned(await api("POST", `/api/studies/${config.study}/signoff`)); signMessage.textContent = ""; }
+      catch (error) { signMessage.className = "form-message error"; signMessage.textContent = error.message; }
+    });
+  }
+  $("addendum-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const text = $("addendum-text").value.trim();
+    if (!text) return;
+    try {
+      showAddendum(await api("POST", `/api/studies/${config.study}/addenda`, { text }));
+      $("addendum-text").value = ""; signMessage.className = "form-message ok"; signMessage.textContent = "Addendum added.";
+    } catch (error) { signMessage.className = "form-message error"; signMessage.textContent = error.message; }
+  });
+  if (config.signed) form.querySelectorAll("input, select, textarea, button").forEach((el) => { el.disabled = true; });
+
   applyOpacity();
-  render();
+  applyOverlay();
+  viewer.layout();
+  viewer.setSlice(state.slice);
 })();

@@ -1,30 +1,26 @@
-// Worklist: refresh the rows of studies still queued or scoring; reload when one finishes.
+// Worklist: live rows. Every few seconds the page is fetched again with the filters it was opened with, and only the
+// table's rows are replaced, so new studies (anyone's) and finished jobs appear while typed search text, unsent
+// filter choices, focus and scroll position stay as they are.
 (function () {
   "use strict";
-  const pending = () => Array.from(document.querySelectorAll("#worklist tr[data-status='queued'], #worklist tr[data-status='scoring']"));
-  async function poll() {
-    const rows = pending();
-    if (!rows.length) return;
-    for (const row of rows) {
-      try {
-        const response = await fetch(`/api/studies/${row.dataset.study}`, { headers: { Accept: "application/json" } });
-        if (!response.ok) continue;
-        const study = await response.json();
-        if (study.status === "done" || study.status === "failed") { window.location.reload(); return; }
-        const badge = row.querySelector(".status-cell .badge");
-        badge.textContent = study.status;
-        badge.className = `badge status-${study.status}`;
-        let text = row.querySelector(".progress-text");
-        if (study.status === "scoring") {
-          if (!text) { text = document.createElement("span"); text.className = "muted small progress-text"; badge.after(" ", text); }
-          text.textContent = `${study.progress_done}/${study.progress_total}`;
-        }
-        row.dataset.status = study.status;
-      } catch (error) { /* network hiccup: try again next round */ }
-    }
-    window.setTimeout(poll, 1500);
+  const POLL_MS = 3000;
+  async function refreshRows() {
+    const table = document.getElementById("worklist");
+    if (!table || document.hidden) return;
+    try {
+      const response = await fetch(window.location.href, {
+        credentials: "same-origin", headers: { Accept: "text/html", "X-Background": "1" },  // polling is not use: idle timeout
+      });
+      if (response.redirected && new URL(response.url).pathname === "/login") {  // session over: hide the list
+        window.location.assign(response.url); return;
+      }
+      if (!response.ok || response.redirected) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html").querySelector("#worklist tbody");
+      const rows = table.querySelector("tbody");
+      if (fresh && rows && fresh.innerHTML !== rows.innerHTML) rows.replaceWith(document.adoptNode(fresh));
+    } catch (error) { /* network hiccup: try again next round */ }
   }
-  window.setTimeout(poll, 1000);
+  window.setInterval(refreshRows, POLL_MS);
   const form = document.getElementById("upload-form");
   if (form) form.addEventListener("submit", () => {
     const button = document.getElementById("upload-button");
