@@ -167,6 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health,
         login_locks,
         pages,
+        reading,
         studies,
     )
 
@@ -203,4 +204,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     for router in (account.router, login_locks.router, *([api_docs.router] if settings.api_docs else [])):
         app.include_router(router)
+    app.include_router(reading.router)
     return app
