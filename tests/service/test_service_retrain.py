@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,31 +11,9 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the workstation tests need the 'service' extra")
 
-from service_helpers import login, phantom_png
+from service_helpers import label_studies, login
 
 from medanomaly.model import Model
-
-
-def give_feedback(app: Any, tmp_path: Path, n_normal: int, n_lesion: int) -> list[int]:
-    """Upload phantoms, wait until they are scored, and record a radiologist's label on each."""
-    rad = login(app, "rad")
-    cases = [(False, i) for i in range(n_normal)] + [(True, i) for i in range(n_lesion)]
-    ids = []
-    for lesion, index in cases:
-        name = f"{'lesion' if lesion else 'normal'}{index}.png"
-        path = phantom_png(tmp_path / "fb" / name, lesion=lesion, seed=60 + index + 20 * lesion, radius=(0.1, 0.13))
-        ids.append(rad.upload(path).json()["id"])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        app.state.jobs.run_pending()
-        if all(rad.client.get(f"/api/studies/{i}").json()["status"] == "done" for i in ids):
-            break
-        time.sleep(0.1)
-    for (lesion, _), study_id in zip(cases, ids, strict=True):
-        abnormal = rad.client.get(f"/api/studies/{study_id}/result").json()["abnormal"]
-        body = {"agrees": abnormal == lesion, "label": "LESION" if lesion else "NORMAL"}
-        assert rad.post(f"/api/studies/{study_id}/opinions", json=body).status_code == 201
-    return ids
 
 
 def _versions(session: Any) -> dict[int, dict]:
@@ -67,7 +44,7 @@ def patchcore_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_conv_ae_retraining_job_proposes_an_inactive_version(app, tmp_path: Path) -> None:
-    give_feedback(app, tmp_path, 7, 3)
+    label_studies(app, tmp_path, 4)
     admin = login(app, "admin")
     response = admin.post("/api/models/chest/retrain", json={"epochs": 2})
     assert response.status_code == 202, response.text
@@ -78,16 +55,16 @@ def test_conv_ae_retraining_job_proposes_an_inactive_version(app, tmp_path: Path
     done = admin.client.get(f"/api/retraining/{job['id']}").json()
     assert done["status"] == "done", done["error"]
     assert done["progress"] == 1.0 and done["new_version"] == 2
-    assert done["summary"]["mode"].startswith("fine-tune (2 epochs") and done["summary"]["n_feedback_normal"] == 5
+    assert done["summary"]["mode"].startswith("fine-tune (2 epochs") and done["summary"]["n_feedback_normal"] == 3
     versions = _versions(admin)
     assert versions[1]["active"] and not versions[2]["active"]  # proposed, not active
     details = versions[2]["recalibration"]
-    assert details["kind"] == "retrain" and details["from_version"] == 1 and details["n_cases"] == 3
-    assert details["after"]["n_normal"] == 2 and details["after"]["n_abnormal"] == 1
+    assert details["kind"] == "retrain" and details["from_version"] == 1 and details["n_cases"] == 2
+    assert details["after"]["n_normal"] == 1 and details["after"]["n_abnormal"] == 1
     assert "held out from the retraining" in details["after"]["validation"]
     saved = Model.load(app.state.store.next_version_dir("chest", 2))
     assert saved.version == 2 and saved.info["retraining"]["original_data"]["reachable"]
-    assert len(saved.info["retraining"]["feedback"]["held_out"]) == 3
+    assert len(saved.info["retraining"]["feedback"]["held_out"]) == 2
     assert all(key.startswith("study:") for key in saved.info["retraining"]["feedback"]["held_out"])
     actions = [row["action"] for row in admin.client.get("/api/audit").json()]
     assert "model.retrain.start" in actions and "model.retrain" in actions
@@ -96,7 +73,7 @@ def test_conv_ae_retraining_job_proposes_an_inactive_version(app, tmp_path: Path
 def test_patchcore_refit_job(app_factory, patchcore_dir: Path, tmp_path: Path) -> None:
     model = Path(shutil.copytree(patchcore_dir, tmp_path / "patchcore" / "chest"))
     app = app_factory(model_dirs=(str(model),))
-    give_feedback(app, tmp_path, 4, 2)
+    label_studies(app, tmp_path, 3)
     admin = login(app, "admin")
     job = admin.post("/api/models/chest/retrain", json={"epochs": 1}).json()
     app.state.retraining.run_pending()
@@ -104,7 +81,7 @@ def test_patchcore_refit_job(app_factory, patchcore_dir: Path, tmp_path: Path) -
     assert done["status"] == "done", done["error"]
     assert done["summary"]["mode"] == "refit" and done["new_version"] == 2
     new = Model.load(model / "versions" / "v2")
-    assert new.info["n_train_normal"] == Model.load(model).info["n_train_normal"] + 3
+    assert new.info["n_train_normal"] == Model.load(model).info["n_train_normal"] + 2
     assert not _versions(admin)[2]["active"]
 
 
@@ -113,7 +90,7 @@ def test_unreachable_training_data_is_said(app_factory, model_dir: Path, tmp_pat
     config["info"]["data"] = str(tmp_path / "moved-away")
     (model_dir / "model.json").write_text(json.dumps(config))
     app = app_factory()
-    give_feedback(app, tmp_path, 4, 0)
+    label_studies(app, tmp_path, 3)
     admin = login(app, "admin")
     job = admin.post("/api/models/chest/retrain", json={"epochs": 1}).json()
     app.state.retraining.run_pending()
@@ -123,7 +100,7 @@ def test_unreachable_training_data_is_said(app_factory, model_dir: Path, tmp_pat
 
 
 def test_refusals(app, tmp_path: Path) -> None:
-    give_feedback(app, tmp_path, 1, 1)
+    label_studies(app, tmp_path, 1)
     admin, rad = login(app, "admin"), login(app, "rad")
     assert rad.post("/api/models/chest/retrain", json={}).status_code == 403
     assert admin.post("/api/models/nope/retrain", json={}).status_code == 404
@@ -135,7 +112,7 @@ def test_refusals(app, tmp_path: Path) -> None:
 
 def test_a_job_cut_by_a_restart_is_marked_failed(app_factory, tmp_path: Path) -> None:
     app = app_factory()
-    give_feedback(app, tmp_path, 3, 0)
+    label_studies(app, tmp_path, 2)
     admin = login(app, "admin")
     job = admin.post("/api/models/chest/retrain", json={"epochs": 1}).json()
     app.state.retraining._claim()  # running, as when the process dies mid-training
