@@ -33,6 +33,7 @@ from medanomaly.service.jobs import JobRunner
 from medanomaly.service.login_guard import LoginGuard, LoginRefused, client_address
 from medanomaly.service.model_store import ModelStore
 from medanomaly.service.private_files import clean_leftover_uploads, make_private
+from medanomaly.service.retrain import RetrainRunner
 from medanomaly.service.security import password_hasher
 from medanomaly.service.settings import Settings
 from medanomaly.service.storage import UploadRejected
@@ -168,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         login_locks,
         pages,
         reading,
+        retrain,
         studies,
     )
 
@@ -197,6 +199,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.hasher = password_hasher(settings.password_time_cost, settings.password_memory_kib)
     app.state.login_guard = LoginGuard(settings, app.state.hasher)
     app.state.jobs = JobRunner(session_factory, store, settings)
+    app.state.retraining = RetrainRunner(session_factory, store, settings)
+    app.state.retraining.recover()
     _install_handlers(app)
     _install_middleware(app, settings)
     app.mount("/static", StaticFiles(directory=str(UI_DIR / "static")), name="static")
@@ -205,4 +209,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (account.router, login_locks.router, *([api_docs.router] if settings.api_docs else [])):
         app.include_router(router)
     app.include_router(reading.router)
+    app.include_router(retrain.router)
     return app
