@@ -92,6 +92,13 @@ def sensitivity_drop(row: ModelVersion) -> tuple[float, float] | None:
     return float(before), float(after)
 
 
+def _who(user: User | None, actor: str | None) -> tuple[str, dict[str, str]]:
+    """(name to record, extra audit detail): the user's name, or ``actor`` (default ``cli``) named in the detail."""
+    if user is not None:
+        return user.username, {}
+    return actor or "cli", {"actor": actor or "cli"}
+
+
 def next_version_number(db: Session, name: str) -> int:
     """One more than the highest registered version of ``name``."""
     return int(db.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.name == name)) or 0) + 1
@@ -135,8 +142,7 @@ def propose_version(
     new_model.save(target)
     row = store.register(db, current.name, target)
     row.parent_id, row.recalibration, row.triage, row.active = current.id, details, triage, False
-    row.created_by = user.username if user is not None else (actor or "cli")
-    who = {"actor": actor or "cli"} if user is None else {}
+    row.created_by, who = _who(user, actor)
     audit.record(db, user, action, f"model:{row.id}", name=row.name, version=row.version,
                  from_version=current.version, **who)
     db.commit()
@@ -174,8 +180,7 @@ def activate_version(
     for other in db.scalars(select(ModelVersion).where(ModelVersion.name == name, ModelVersion.id != row.id)):
         other.active = False
     row.active, row.activated_at = True, utcnow()
-    row.activated_by = user.username if user is not None else (actor or "cli")
-    who = {"actor": actor or "cli"} if user is None else {}
+    row.activated_by, who = _who(user, actor)
     audit.record(db, user, "model.activate", f"model:{row.id}", name=name, version=version,
                  from_version=None if previous is None else previous.version, accepted_drop=drop is not None, **who)
     db.commit()
@@ -196,7 +201,7 @@ def discard_version(db: Session, name: str, version: int, *, user: User | None, 
     if row.active or row.activated_at is not None or used or children or row.parent_id is None:
         raise VersionConflict(f"{row.label} was used (active, scored studies, or has derived versions): kept")
     path = Path(row.path)
-    who = {"actor": actor or "cli"} if user is None else {}
+    who = _who(user, actor)[1]
     audit.record(db, user, "model.discard", f"model:{row.id}", name=name, version=version, **who)
     db.delete(row)
     db.commit()
