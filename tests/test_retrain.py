@@ -172,3 +172,8 @@ def test_domain_reference_of_three_training_slices() -> None:
     images = np.random.default_rng(0).random((3, 1, 32, 32)).astype(np.float32)
     reference = fit_reference(images, np.zeros((0, 1, 32, 32), np.float32))
     assert reference.quantiles["n"] == 3 and reference.bound > 0
+
+
+def test_export_filtered_by_model(export: Path) -> None:
+    assert len(read_feedback_export(export, "chest")) == 11
+    assert read_feedback_export(export / "manifest.csv", "head-ct") == []

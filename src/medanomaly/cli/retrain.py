@@ -19,6 +19,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", metavar="MODEL_DIR", help="the model directory to start from")
     parser.add_argument("--feedback", required=True, metavar="EXPORT", help="feedback export folder or manifest CSV")
+    parser.add_argument(
+        "--feedback-model",
+        default=None,
+        metavar="NAME",
+        help="keep the export's studies of this served model (its manifest 'model' column)",
+    )
     parser.add_argument("--out", required=True, metavar="NEW_DIR", help="where to write the new model version")
     parser.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs of torch methods (default 5)")
     parser.add_argument(
@@ -49,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         random_state=args.seed,
     )
-    feedback = read_feedback_export(args.feedback)
+    feedback = read_feedback_export(args.feedback, args.feedback_model)
     report = retrain_model(args.model, feedback, args.out, options, source=str(args.feedback))
     record, model = report.record, report.model
     used = record["feedback"]

@@ -16,6 +16,7 @@ out and the before/after figures); saving or serving it is the caller's business
 
 from __future__ import annotations
 
+import csv
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -91,10 +92,24 @@ class RetrainReport:
         return self.model.info["retraining"]
 
 
-def read_feedback_export(path: str | Path) -> list[FeedbackStudy]:
-    """The studies of a feedback export (``manifest.csv`` with ``path,label``; ``NORMAL`` = confirmed normal)."""
+def read_feedback_export(path: str | Path, model_name: str | None = None) -> list[FeedbackStudy]:
+    """The studies of a feedback export (``manifest.csv`` with ``path,label``; ``NORMAL`` = confirmed normal).
+
+    ``model_name`` keeps the studies of one served model (the manifest's ``model`` column) when the workstation
+    served several.
+    """
     index = load_index(path, FEEDBACK_NORMAL)
-    return [FeedbackStudy(s.path, not index.is_normal(s), s.path.name.split(".")[0]) for s in index.samples]
+    samples = index.samples
+    if model_name is not None:
+        manifest = Path(path) if Path(path).is_file() else Path(path) / "manifest.csv"
+        with manifest.open(newline="") as handle:
+            wanted = {
+                (manifest.parent / row["path"]).resolve()
+                for row in csv.DictReader(handle)
+                if row.get("model") == model_name
+            }
+        samples = [s for s in samples if s.path.resolve() in wanted]
+    return [FeedbackStudy(s.path, not index.is_normal(s), s.path.name.split(".")[0]) for s in samples]
 
 
 def split_feedback(
