@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _change(db, settings, args: argparse.Namespace, user):
     """Apply add/passwd/disable/enable to ``user`` (None for a new one); returns the user, flushed."""
-    from medanomaly.service.db import User
+    from medanomaly.service.db import User, utcnow
     from medanomaly.service.security import check_username, hash_password, password_hasher
 
     hasher = password_hasher(settings.password_time_cost, settings.password_memory_kib)
@@ -74,7 +74,7 @@ def _change(db, settings, args: argparse.Namespace, user):
             raise ValueError(msg)
         check_username(args.name)
         user = User(username=args.name, role="admin" if args.admin else "radiologist",
-                    password_hash=hash_password(hasher, _read_password(args.password_stdin)))
+                    password_hash=hash_password(hasher, _read_password(args.password_stdin), args.name))
         db.add(user)
         db.flush()
         return user
@@ -82,7 +82,8 @@ def _change(db, settings, args: argparse.Namespace, user):
         msg = f"no user {args.name!r} (see 'medanomaly users list')"
         raise ValueError(msg)
     if args.action == "passwd":
-        user.password_hash = hash_password(hasher, _read_password(args.password_stdin))
+        user.password_hash = hash_password(hasher, _read_password(args.password_stdin), user.username)
+        user.password_changed_at = utcnow()
     else:
         user.active = args.action == "enable"
     user.session_epoch += 1  # ends the user's sessions

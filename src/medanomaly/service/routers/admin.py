@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy import select
 
 from medanomaly.service import audit
-from medanomaly.service.db import AuditEvent, ModelVersion, User
+from medanomaly.service.db import AuditEvent, ModelVersion, User, utcnow
 from medanomaly.service.deps import AdminDep, DbDep, SettingsDep, StoreDep, UserDep
 from medanomaly.service.feedback import recalibrate
 from medanomaly.service.schemas import (
@@ -31,7 +31,7 @@ def create_user(request: Request, db: DbDep, actor: User | None, body: UserIn) -
     """Insert a user (409 if the name is taken, 422 on a bad name or password)."""
     try:
         check_username(body.username)
-        password_hash = hash_password(request.app.state.hasher, body.password)
+        password_hash = hash_password(request.app.state.hasher, body.password, body.username)
     except PasswordPolicyError as error:
         raise HTTPException(422, str(error)) from None
     if db.scalar(select(User).where(User.username == body.username)) is not None:
@@ -51,7 +51,8 @@ def update_user(request: Request, db: DbDep, actor: User, user: User, body: User
         raise HTTPException(409, "you cannot remove your own admin role or deactivate yourself")
     if body.password is not None:
         try:
-            user.password_hash = hash_password(request.app.state.hasher, body.password)
+            user.password_hash = hash_password(request.app.state.hasher, body.password, user.username)
+            user.password_changed_at = utcnow()
         except PasswordPolicyError as error:
             raise HTTPException(422, str(error)) from None
         changed["password"] = "changed"
