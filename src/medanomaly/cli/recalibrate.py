@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         if store.errors:
             raise ValueError(next(iter(store.errors.values())))
         if args.activate is not None:
-            return _activate(db, store.default_name, args, actor)
+            return _activate(db, str(store.default_name), args, actor)
         row = recalibrate(db, store, store.default_name, args.calibrate, None, actor=actor,
                           min_per_class=settings.recalibration_min_per_class, folds=settings.recalibration_folds,
                           triage_sensitivity=settings.triage_sensitivity)

@@ -112,7 +112,7 @@ def priority_key(study: Study, max_wait_minutes: float, now: dt.datetime) -> tup
     if is_overdue(study, max_wait_minutes, now):
         return (0, age, -study.id)
     score = study.result.score
-    return (1 + _RANK[result_band(study.result)], -(score if score is not None else np.inf), -study.id)
+    return (1 + _RANK[result_band(study.result) or "review"], -(score if score is not None else np.inf), -study.id)
 
 
 def by_priority(studies: Iterable[Study], max_wait_minutes: float, now: dt.datetime | None = None) -> list[Study]:
