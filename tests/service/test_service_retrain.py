@@ -16,6 +16,16 @@ from service_helpers import label_studies, login
 from medanomaly.model import Model
 
 
+def _run_retraining(app: Any, epochs: int = 1) -> tuple[Any, dict]:
+    """Start a retraining of ``chest`` as the admin, run it here; (admin session, the finished job)."""
+    admin = login(app, "admin")
+    job = admin.post("/api/models/chest/retrain", json={"epochs": epochs}).json()
+    app.state.retraining.run_pending()
+    done = admin.client.get(f"/api/retraining/{job['id']}").json()
+    assert done["status"] == "done", done["error"]
+    return admin, done
+
+
 def _versions(session: Any) -> dict[int, dict]:
     return {v["version"]: v for v in session.client.get("/api/models").json()}
 
@@ -74,11 +84,7 @@ def test_patchcore_refit_job(app_factory, patchcore_dir: Path, tmp_path: Path) -
     model = Path(shutil.copytree(patchcore_dir, tmp_path / "patchcore" / "chest"))
     app = app_factory(model_dirs=(str(model),))
     label_studies(app, tmp_path, 3)
-    admin = login(app, "admin")
-    job = admin.post("/api/models/chest/retrain", json={"epochs": 1}).json()
-    app.state.retraining.run_pending()
-    done = admin.client.get(f"/api/retraining/{job['id']}").json()
-    assert done["status"] == "done", done["error"]
+    admin, done = _run_retraining(app)
     assert done["summary"]["mode"] == "refit" and done["new_version"] == 2
     new = Model.load(model / "versions" / "v2")
     assert new.info["n_train_normal"] == Model.load(model).info["n_train_normal"] + 2
@@ -91,11 +97,7 @@ def test_unreachable_training_data_is_said(app_factory, model_dir: Path, tmp_pat
     (model_dir / "model.json").write_text(json.dumps(config))
     app = app_factory()
     label_studies(app, tmp_path, 3)
-    admin = login(app, "admin")
-    job = admin.post("/api/models/chest/retrain", json={"epochs": 1}).json()
-    app.state.retraining.run_pending()
-    done = admin.client.get(f"/api/retraining/{job['id']}").json()
-    assert done["status"] == "done", done["error"]
+    _, done = _run_retraining(app)
     assert "feedback alone" in done["summary"]["note"]
 
 
