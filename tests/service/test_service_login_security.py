@@ -258,8 +258,9 @@ def test_upload_errors_show_no_server_paths(rad, app, tmp_path) -> None:
         assert 400 <= response.status_code < 500, response.text
         detail = response.json()["detail"]
         assert data_dir not in detail and "/tmp" not in detail and "upload-" not in detail, detail
-    assert scrub_paths("cannot read /srv/data/tmp/upload-x1/input/study.nii: bad") == "cannot read the file: bad"
-    assert scrub_paths(r"bad C:\data\tmp\x.dcm here") == "bad the file here"
+    assert scrub_paths("cannot read /srv/data/tmp/upload-x1/input/study.nii: bad", "it") == "cannot read it: bad"
+    assert scrub_paths("no /srv/models/chest/weights.pt found") == "no weights.pt found"
+    assert scrub_paths(r"bad C:\data\tmp\x.dcm here") == "bad x.dcm here"
     assert scrub_paths("chest_0042.png: not 2-D") == "chest_0042.png: not 2-D"
 
 

@@ -23,6 +23,7 @@ from medanomaly.pipeline import score_study
 from medanomaly.service import audit
 from medanomaly.service.db import Study, utcnow
 from medanomaly.service.model_store import ModelStore
+from medanomaly.service.private_files import scrub_paths
 from medanomaly.service.results import record_result
 from medanomaly.service.settings import Settings
 
@@ -131,7 +132,7 @@ class JobRunner:
                 db.rollback()
                 study = db.get(Study, study_id)
                 reason = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-                study.status, study.error, study.finished_at = "failed", str(reason), utcnow()
+                study.status, study.error, study.finished_at = "failed", scrub_paths(str(reason)), utcnow()
                 audit.record(db, None, "job.failed", f"study:{study_id}", error=type(error).__name__)
                 db.commit()
                 logger.warning("study %d failed: %s", study_id, type(error).__name__)

@@ -54,6 +54,12 @@ def clean_leftover_uploads(data_dir: Path) -> int:
     return removed
 
 
-def scrub_paths(message: str, replacement: str = "the file") -> str:
-    """``message`` with absolute file system paths (POSIX or Windows) replaced by ``replacement``."""
-    return _ABSOLUTE_PATH.sub(replacement, message)
+def scrub_paths(message: str, replacement: str | None = None) -> str:
+    """``message`` with absolute file system paths (POSIX or Windows) replaced.
+
+    The replacement is ``replacement``, or by default the path's last part (``/srv/models/chest/weights.pt`` ->
+    ``weights.pt``).
+    """
+    if replacement is not None:
+        return _ABSOLUTE_PATH.sub(replacement, message)
+    return _ABSOLUTE_PATH.sub(lambda match: re.split(r"[/\\]", match.group(0).rstrip("/\\"))[-1], message)
