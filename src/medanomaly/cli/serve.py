@@ -51,5 +51,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"medanomaly workstation on http://{args.host}:{args.port}/  (API docs: /docs; data: {settings.data_dir})")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO)
+    for name in ("medanomaly.access", "medanomaly.service.audit"):  # request lines and audit rows, even without -v
+        if logging.getLogger(name).getEffectiveLevel() > logging.INFO:
+            logging.getLogger(name).setLevel(logging.INFO)
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info")
     return 0

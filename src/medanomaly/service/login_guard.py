@@ -20,6 +20,7 @@ The throttle state lives in the ``login_throttle`` table, so it survives a resta
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
 import threading
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from medanomaly.service.db import LoginThrottle, User, utcnow
 from medanomaly.service.security import verify_password
 from medanomaly.service.settings import Settings
 
+logger = logging.getLogger(__name__)
 _KEY_LENGTH = 128
 KINDS = ("user", "addr")
 
@@ -220,6 +222,8 @@ def _raise_if_refused(guard: LoginGuard, db: Session, attempt: Attempt) -> None:
 
 def _audit_failure(db: Session, attempt: Attempt, user: User | None, reason: str) -> None:
     target = f"user:{user.id}" if user is not None else None
+    name, address, via = attempt.username[:64], attempt.address, attempt.via
+    logger.warning("failed log-in: user=%r address=%s reason=%s via=%s", name, address, reason, via)
     audit.record(
         db,
         None,
