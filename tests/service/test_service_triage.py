@@ -109,3 +109,6 @@ def test_worklist_bands_and_priority(app_factory, tmp_path) -> None:
     assert 'id="triage-panel"' in page and "sorted by priority" in page and "overdue" in page
     assert f"Measured on {triage['rule_out_point']['n_normal']} normal + 4 abnormal" in page
     assert page.index(f'data-study="{fresh[0]}"') < page.index(f'data-study="{labelled[0]}"')
+    study_page = rad.client.get(f"/studies/{fresh[1]}").text
+    band = next(r["triage_band"] for r in rows if r["id"] == fresh[1])
+    assert 'id="triage-band"' in study_page and f"band-{band}" in study_page and "held out, on " in study_page

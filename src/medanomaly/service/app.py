@@ -38,6 +38,7 @@ from medanomaly.service.security import password_hasher
 from medanomaly.service.settings import Settings
 from medanomaly.service.storage import UploadRejected
 from medanomaly.service.studies import fmt_score
+from medanomaly.service.triage import result_band
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("medanomaly.access")
@@ -51,6 +52,7 @@ def _templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(UI_DIR / "templates"))
     templates.env.filters["score"] = fmt_score
     templates.env.filters["when"] = lambda value: value.strftime("%Y-%m-%d %H:%M") if value else "-"
+    templates.env.filters["band"] = result_band
     return templates
 
 
