@@ -177,3 +177,36 @@ def test_domain_reference_of_three_training_slices() -> None:
 def test_export_filtered_by_model(export: Path) -> None:
     assert len(read_feedback_export(export, "chest")) == 11
     assert read_feedback_export(export / "manifest.csv", "head-ct") == []
+
+
+@pytest.mark.parametrize(
+    ("method", "extra", "use"),
+    [("cnn_classifier", {}, "labelled abnormal"), ("anomalypro", {"mixed_from_train": 0.3}, "mixed set")],
+)
+def test_confirmed_abnormals_train_the_methods_that_can(
+    method: str, extra: dict, use: str, data: Path, export: Path, tmp_path: Path
+) -> None:
+    from medanomaly.registry import detector_class
+
+    labelled = Path(shutil.copytree(data, tmp_path / "data"))
+    rng = np.random.default_rng(5)
+    for index in range(6):
+        image, _ = make_phantom(rng, 32, lesion=True, lesion_radius=(0.1, 0.13))
+        path = labelled / "train" / "LESION" / f"train_lesion_{index}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(np.round(image * 255).astype(np.uint8)).save(path)
+    options = FitOptions(
+        params=dict(detector_class(method).tiny_params),
+        preprocessing=Preprocessing(resolution=32, normalize="minmax"),
+        train=TrainConfig(max_epochs=1, batch_size=16, progress=False, patience=None),
+        progress=False,
+        **extra,
+    )
+    train_model(labelled, method, tmp_path / "m", options)
+    before = Model.load(tmp_path / "m").info
+    report = retrain_model(tmp_path / "m", read_feedback_export(export), None, RetrainOptions(epochs=1))
+    assert use in report.record["feedback"]["abnormal_use"] and report.record["mode"].startswith("fine-tune")
+    if method == "cnn_classifier":  # 3 of the 4 confirmed abnormal studies join the labelled abnormal images
+        assert report.model.info["n_train_abnormal"] == before["n_train_abnormal"] + 3
+    else:  # they join the mixed set with the other train abnormals and a share of the normals
+        assert report.model.info["n_train_mixed"] > before["n_train_mixed"]

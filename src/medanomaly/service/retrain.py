@@ -16,17 +16,17 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from medanomaly.errors import MedanomalyError
 from medanomaly.service import audit
-from medanomaly.service.db import ModelVersion, User, utcnow
+from medanomaly.service.db import User, utcnow
 from medanomaly.service.db.retrain import RetrainJob
 from medanomaly.service.feedback import feedback_cases
 from medanomaly.service.model_store import ModelStore
 from medanomaly.service.settings import Settings
-from medanomaly.service.versions import propose_version
+from medanomaly.service.versions import find_version, propose_version
 from medanomaly.training.retrain import (
     FeedbackStudy,
     RetrainOptions,
@@ -124,7 +124,7 @@ class RetrainRunner:
             job_id = db.scalar(select(RetrainJob.id).where(RetrainJob.status == "queued").order_by(RetrainJob.id))
             if job_id is None:
                 return None
-            claimed = db.execute(
+            claimed: CursorResult[Any] = db.execute(  # type: ignore[assignment]  # an UPDATE: a cursor result
                 update(RetrainJob)
                 .where(RetrainJob.id == job_id, RetrainJob.status == "queued")
                 .values(status="running", started_at=utcnow(), stage="starting", progress=0.0)
@@ -139,7 +139,7 @@ class RetrainRunner:
         except _EXPECTED as error:
             reason = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
             with self.session_factory() as db:
-                job = db.get(RetrainJob, job_id)
+                job = _job(db, job_id)
                 job.status, job.error, job.finished_at = "failed", str(reason), utcnow()
                 audit.record(db, None, "model.retrain.failed", f"retrain:{job_id}", error=type(error).__name__)
                 db.commit()
@@ -147,7 +147,7 @@ class RetrainRunner:
 
     def _retrain(self, job_id: int) -> None:
         with self.session_factory() as db:
-            job = db.get(RetrainJob, job_id)
+            job = _job(db, job_id)
             current = self.store.active(db, job.model_name)
             if current is None:
                 raise ValueError(f"model {job.model_name!r} has no usable active version any more")
@@ -156,15 +156,13 @@ class RetrainRunner:
         report = retrain_model(path, feedback, None, options, progress=self._progress(job_id), source="workstation")
         details = _details(report)
         with self.session_factory() as db:
-            job = db.get(RetrainJob, job_id)
-            current = db.scalar(
-                select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == job.from_version)
-            )
+            job = _job(db, job_id)
+            current = find_version(db, name, job.from_version)
             user = db.get(User, job.created_by_id) if job.created_by_id is not None else None
             row = propose_version(
                 db, self.store, current, report.model, details, user=user, actor=job.created_by, action="model.retrain"
             )
-            job = db.get(RetrainJob, job_id)
+            job = _job(db, job_id)
             job.status, job.stage, job.progress, job.finished_at = "done", "done", 1.0, utcnow()
             job.new_version, job.summary = row.version, _summary(details, report.seconds)
             db.commit()
@@ -191,6 +189,14 @@ class RetrainRunner:
                 db.commit()
 
         return report
+
+
+def _job(db: Session, job_id: int) -> RetrainJob:
+    """The job's row; KeyError when it is gone."""
+    job = db.get(RetrainJob, job_id)
+    if job is None:
+        raise KeyError(f"no retraining job {job_id}")
+    return job
 
 
 def _options_record(options: RetrainOptions) -> dict[str, Any]:
