@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the workstation tests need the 'service' extra")
 from fastapi.testclient import TestClient
 from service_helpers import PASSWORDS, login
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from medanomaly.service.db import AuditEvent, LoginThrottle
 from medanomaly.service.login_guard import LoginRefused, PasswordChecker
@@ -301,3 +301,27 @@ def test_admin_page_lists_and_unlocks(app_factory) -> None:
         "/admin/logins/unlock", data={"kind": "user", "key": "ghost", "csrf_token": admin.csrf}, follow_redirects=True
     )
     assert done.status_code == 200 and "ghost unlocked" in done.text and 'data-key="ghost"' not in done.text
+
+
+def test_old_failures_are_forgotten(app) -> None:
+    import datetime as dt
+
+    from medanomaly.service.db import utcnow
+
+    with app.state.session_factory() as db:
+        old = utcnow() - dt.timedelta(days=1)
+        db.add(LoginThrottle(kind="user", key="made-up-name", failures=9, last_failure_at=old))
+        db.add(
+            LoginThrottle(
+                kind="user",
+                key="locked-long",
+                failures=9,
+                last_failure_at=old,
+                locked_until=utcnow() + dt.timedelta(hours=1),
+            )
+        )
+        db.commit()
+    assert _api_login(TestClient(app), "someone-else", "wrong-password").status_code == 401
+    with app.state.session_factory() as db:
+        keys = set(db.scalars(select(LoginThrottle.key)))
+    assert keys == {"locked-long", "someone-else", "testclient"}

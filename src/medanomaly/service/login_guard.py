@@ -148,6 +148,10 @@ class Throttle:
         """Count a failure against the name and the address; lock either at its limit (caller commits)."""
         now = utcnow()
         with self._lock:
+            stale = (LoginThrottle.last_failure_at < now - self.window) & (
+                LoginThrottle.locked_until.is_(None) | (LoginThrottle.locked_until < now)
+            )
+            db.execute(delete(LoginThrottle).where(stale))  # forgotten failures: no table growth from made-up names
             for kind, key in attempt.keys:
                 row = db.scalar(_row_query(kind, key))
                 if row is None:
