@@ -41,11 +41,10 @@ class RayCluster:
         node = next(iter(self.cluster.worker_nodes))
         self.cluster.remove_node(node, allow_graceful=False)
 
-    def restore(self, nodes: int = 2) -> None:
-        """Add worker nodes until ``nodes`` are alive again (after :meth:`lose_worker`)."""
-        while len(self.alive_nodes()) < nodes:
-            self.cluster.add_node(**NODE)
-            self.cluster.wait_for_nodes()
+    def replace_worker(self) -> None:
+        """Add a worker node (after :meth:`lose_worker`) and wait until the cluster counts only living nodes."""
+        self.cluster.add_node(**NODE)
+        self.cluster.wait_for_nodes()
 
 
 @pytest.fixture(scope="session")

@@ -133,3 +133,53 @@ def test_a_two_node_ray_cluster_gives_the_local_rows(archive, trained_model_dir,
         assert {**row, "score": None} == {**expected, "score": None}
         if expected["score"] is not None:
             assert row["score"] == pytest.approx(expected["score"], rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def large_archive(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About 200 studies: every phantom PNG (156), 40 DICOM CT folders and 4 corrupt files."""
+    root = tmp_path_factory.mktemp("large_archive")
+    (root / "png").mkdir()
+    for png in sorted(p for p in phantom_dataset.rglob("*.png") if "masks" not in p.parts):
+        shutil.copy(png, root / "png" / png.name)
+    good = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    for index in range(40):
+        (root / f"ct{index:02d}").mkdir()
+        (root / f"ct{index:02d}" / "CT_small.dcm").write_bytes(good)
+    for index in range(2):
+        (root / f"bad{index}").mkdir()
+        (root / f"bad{index}" / "truncated.dcm").write_bytes(good[: len(good) // (index + 2)])
+        (root / "png" / f"broken{index}.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png" * (index + 1))
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_worker_node_lost_mid_run_loses_no_study(large_archive, trained_model_dir, tmp_path, ray_cluster) -> None:
+    from medanomaly.archive.ray_engine import ray_engine
+
+    _run(large_archive, trained_model_dir, tmp_path / "local", part_size=8)
+    expected = _rows(tmp_path / "local")
+    assert len(expected) == 200
+    lost: list[int] = []
+
+    def a_node_dies_after_the_first_part(job, chunks, labels) -> Iterator:
+        for index, table in enumerate(ray_engine(workers=2)(job, chunks, labels)):
+            if index == 1:
+                ray_cluster.lose_worker()  # its actor and reading tasks die mid-chunk; Ray reruns them
+                ray_cluster.replace_worker()  # as the autoscaler or KubeRay would start one
+                lost.append(len(ray_cluster.alive_nodes()))
+            yield table
+
+    summary = _run(large_archive, trained_model_dir, tmp_path / "ray", engine=a_node_dies_after_the_first_part,
+                   part_size=8)  # fmt: skip
+    assert lost == [2]
+    restarted = [a["ActorClassName"] for a in ray_cluster.ray._private.state.actors().values() if a["NumRestarts"]]
+    assert restarted == ["MapWorker(MapBatches(ChunkScorer))"]  # the lost node's actor, reading not fused into it
+    rows = _rows(tmp_path / "ray")
+    assert summary["written"] == len(rows) == len({r["path"] for r in rows}) == 200  # each study exactly once
+    assert [r["path"] for r in rows] == [r["path"] for r in expected]
+    for row, want in zip(rows, expected, strict=True):
+        assert {**row, "score": None} == {**want, "score": None}
+        if want["score"] is not None:
+            assert row["score"] == pytest.approx(want["score"], rel=1e-5)

@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from medanomaly.data.loading import Failure
 from medanomaly.model import Model
-from medanomaly.pipeline import OUT_OF_DOMAIN, StudyResult, score_paths
+from medanomaly.pipeline import OUT_OF_DOMAIN, StudyResult, score_paths, score_studies
+from medanomaly.types import Study
 
 OK, FAILED = "ok", "failed"
 #: Columns of a row, in order (the Parquet schema is in :mod:`medanomaly.archive.store`).
@@ -30,6 +32,39 @@ def score_chunk(
     """Score ``paths`` as ``medanomaly score`` does and return one row per path, in order (a bad file: a failed row)."""
     started = time.perf_counter()
     results, failures = score_paths(model, paths, progress=False, ignore_domain=ignore_domain)
+    return _chunk_rows(model, paths, results, failures, started, labels, maps_dir)
+
+
+def score_read_chunk(
+    model: Model,
+    paths: list[str],
+    studies: list[Study],
+    read_failures: list[Failure],
+    labels: dict[str, str] | None = None,
+    *,
+    ignore_domain: bool = False,
+    maps_dir: Path | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`score_chunk` for studies read elsewhere (:func:`medanomaly.pipeline.read_studies`, e.g. in a Ray task).
+
+    ``score_paths`` is ``read_studies`` then ``score_studies``; this is its second half, so the rows are the same.
+    """
+    started = time.perf_counter()
+    failures = list(read_failures)
+    results = list(score_studies(model, studies, ignore_domain=ignore_domain, failures=failures))
+    return _chunk_rows(model, paths, results, failures, started, labels, maps_dir)
+
+
+def _chunk_rows(
+    model: Model,
+    paths: list[str],
+    results: list[StudyResult],
+    failures: list[Failure],
+    started: float,
+    labels: dict[str, str] | None,
+    maps_dir: Path | None,
+) -> list[dict[str, Any]]:
+    """One row per path, in order: scored, out of domain or failed (with the reason)."""
     rows = {r.path: result_row(model, r) for r in results}
     if maps_dir is not None:
         _write_maps(results, rows, maps_dir)

@@ -11,10 +11,16 @@ import json
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the subcommand."""
-    parser = subparsers.add_parser("archive", help="score a whole archive (folder or manifest) into a Parquet data set")
+    parser = subparsers.add_parser("archive", help="score a whole archive (folder, manifest, PACS) into Parquet rows")
     actions = parser.add_subparsers(dest="archive_command", required=True, metavar="ACTION")
     score = actions.add_parser("score", help="score every study not yet in OUT_DIR (resumable)")
-    score.add_argument("source", help="a folder of studies (scanned as 'medanomaly score' does) or a CSV path[,label]")
+    score.add_argument("source", help="a folder of studies (scanned as 'medanomaly score' does), a CSV path[,label], "
+                       "or a DICOMweb query of the PACS, e.g. 'dicomweb:modality=DX,CR&since=2026-01-01&limit=500' "
+                       "(keys modality, since, until, limit, study)")
+    score.add_argument("--pacs-settings", default=None, metavar="FILE",
+                       help="PACS settings file for a dicomweb: SOURCE (default: MEDANOMALY_PACS_* variables)")
+    score.add_argument("--worker-memory-gb", type=float, default=1.0,
+                       help="memory each Ray scoring actor declares (default 1)")
     score.add_argument("--model", required=True, help="model directory written by 'medanomaly train'")
     score.add_argument("--out", required=True, help="output folder: Parquet parts, one row per study")
     score.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -40,12 +46,12 @@ def run(args: argparse.Namespace) -> int:
     if args.part_size < 1:
         raise ValueError("--part-size must be at least 1")
     job = ArchiveJob(args.source, args.model, args.out, part_size=args.part_size, ignore_domain=args.ignore_domain,
-                     maps=args.maps, device=args.device)
+                     maps=args.maps, device=args.device, pacs_settings=args.pacs_settings)
     model = load_model(args.model, args.device)
     if args.engine == "ray":
         from medanomaly.archive.ray_engine import ray_engine
 
-        engine = ray_engine(args.address, args.workers)
+        engine = ray_engine(args.address, args.workers, memory_gb=args.worker_memory_gb)
     else:
         engine = local_engine(model)
     summary = run_archive(job, engine, (model.method, model.version), progress=not args.no_progress and not args.json)
