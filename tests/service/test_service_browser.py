@@ -122,6 +122,11 @@ def test_radiologist_workflow_in_chromium(live_server, browser_page, tmp_path: P
     page.locator("#opacity").fill("55")
     _mark_region(page)
     assert page.inner_text("#region-count") == "1"
+    image = page.locator("#base-image").bounding_box()
+    for outline in page.locator("#marks rect").all():  # findings and marks drawn inside the image
+        box = outline.bounding_box()
+        assert image["x"] - 2 <= box["x"] and box["x"] + box["width"] <= image["x"] + image["width"] + 2
+        assert image["y"] - 2 <= box["y"] and box["y"] + box["height"] <= image["y"] + image["height"] + 2
 
     page.check("input[name=agrees][value=true]")
     page.fill("textarea[name=note]", "Round opacity, right mid zone. Agree; follow-up CT advised.")
