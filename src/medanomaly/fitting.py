@@ -24,6 +24,7 @@ from medanomaly.pipeline import read_studies, score_studies
 from medanomaly.registry import create, detector_class
 from medanomaly.thresholds import calibrate, parse_calibration
 from medanomaly.training import TrainConfig, Trainer, training_status
+from medanomaly.training.engine import EpochCallback
 from medanomaly.transforms import Preprocessing
 from medanomaly.transforms.presets import apply_preset, choose_preset, preset_from_header
 from medanomaly.types import Study
@@ -72,6 +73,7 @@ class FitOptions:
         body_part: Body parts of the training images (``"CHEST"``), likewise.
         random_state: Seed of the splits and of the detector.
         progress: Show progress bars.
+        on_epoch: Called after each training epoch of a torch method with (phase, epochs done, max epochs).
     """
 
     params: dict[str, Any] = field(default_factory=dict)
@@ -88,6 +90,7 @@ class FitOptions:
     body_part: str | None = None
     random_state: int = 0
     progress: bool = True
+    on_epoch: EpochCallback | None = None
 
 
 def plan_training(index: DatasetIndex, needs: frozenset[str], options: FitOptions) -> TrainingPlan:
@@ -183,7 +186,7 @@ def fit_detector(
             normal.images,
             abnormal=abnormal.images if "abnormal" in detector.needs else None,
             mixed=mixed.images if "mixed" in detector.needs else None,
-            trainer=Trainer(options.train),
+            trainer=Trainer(options.train, on_epoch=options.on_epoch),
             **({"warm_start": True} if warm_start else {}),
         )
     used = replace(

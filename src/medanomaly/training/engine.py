@@ -10,6 +10,7 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _CHECKPOINT = "last.pt"
+#: Called by the Trainer after each epoch with (phase, epochs done, max epochs of the phase).
+EpochCallback = Callable[[str, int, int], None]
 #: The ``stopped_because`` of a run that the wall-clock budget ended (printed by the CLI, shown by the workstation).
 BUDGET_STOP = "stopped by the time budget before converging"
 
@@ -115,9 +118,10 @@ class Trainer:
     the phase's name when there are several) and the wall-clock safety net shared by all phases.
     """
 
-    def __init__(self, config: TrainConfig | None = None) -> None:
+    def __init__(self, config: TrainConfig | None = None, on_epoch: EpochCallback | None = None) -> None:
         self.config = config or TrainConfig()
         self.device = select_device(self.config.device)
+        self.on_epoch = on_epoch  # (phase, epochs done, max epochs) after each epoch: progress of background jobs
 
     def fit(self, detector: TorchDetector, train_set: Dataset, val_set: Dataset | None) -> TrainingHistory:
         """Train ``detector`` (whose modules are already built) and leave it with its best weights, in eval mode."""
@@ -186,6 +190,8 @@ class Trainer:
             logger.info("epoch %d: %s", epoch, history.epochs[-1])
             if checkpoint is not None:
                 self._save(checkpoint, detector, phase, history, best_state)
+            if self.on_epoch is not None:
+                self.on_epoch(phase.name, epoch + 1, config.max_epochs)
             history.stopped_because = self._stop_reason(out_of_time, epoch, history, config)
             if history.stopped_because:
                 break

@@ -36,7 +36,7 @@ from medanomaly.fitting import FitOptions, fit_detector
 from medanomaly.model import Model
 from medanomaly.pipeline import read_studies, score_studies
 from medanomaly.registry import create
-from medanomaly.training.engine import TrainConfig
+from medanomaly.training.engine import EpochCallback, TrainConfig
 
 logger = logging.getLogger(__name__)
 #: The normal label of a feedback export (:func:`medanomaly.service.feedback.export_feedback`).
@@ -164,7 +164,7 @@ def retrain_model(
     report("loading the model", 0.02)
     old = Model.load(model_dir, device=options.device)  # stays as served: the "before"
     index, original = _training_index(old, train_part, source)
-    fit = _fit_options(old, options)
+    fit = replace(_fit_options(old, options), on_epoch=_epoch_progress(report))
     warm = isinstance(old.detector, TorchDetector)
     fresh = Model.load(model_dir, device=options.device).detector if warm else None
     detector = fresh or create(old.method, **old.detector.get_params())
@@ -218,6 +218,16 @@ def _training_index(old: Model, train_part: list[FeedbackStudy], source: str) ->
         for f in train_part
     ]
     return DatasetIndex(base.root, base.samples + added, base.normal_label, base.layout), original
+
+
+def _epoch_progress(report: Progress) -> EpochCallback:
+    """Fine-tuning epochs as progress between 10 % and 80 % (each phase of a several-phase method in turn)."""
+
+    def on_epoch(phase: str, done: int, total: int) -> None:
+        where = "" if phase == "train" else f" ({phase})"
+        report(f"fine-tuning: epoch {done}/{total}{where}", 0.1 + 0.7 * done / max(total, 1))
+
+    return on_epoch
 
 
 def _fit_options(old: Model, options: RetrainOptions) -> FitOptions:
