@@ -17,10 +17,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("source", help="a folder of studies (scanned as 'medanomaly score' does), a CSV path[,label], "
                        "or a DICOMweb query of the PACS, e.g. 'dicomweb:modality=DX,CR&since=2026-01-01&limit=500' "
                        "(keys modality, since, until, limit, study)")
-    score.add_argument("--pacs-settings", default=None, metavar="FILE",
-                       help="PACS settings file for a dicomweb: SOURCE (default: MEDANOMALY_PACS_* variables)")
-    score.add_argument("--worker-memory-gb", type=float, default=1.0,
-                       help="memory each Ray scoring actor declares (default 1)")
     score.add_argument("--model", required=True, help="model directory written by 'medanomaly train'")
     score.add_argument("--out", required=True, help="output folder: Parquet parts, one row per study")
     score.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -28,6 +24,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--address", default=None,
                        help="Ray cluster address (e.g. 'auto' or 'ray://head:10001'); default: start a local Ray")
     score.add_argument("--workers", type=int, default=None, help="Ray scoring actors (default: cluster CPUs - 1)")
+    score.add_argument("--pacs-settings", default=None, metavar="FILE",
+                       help="PACS settings file for a dicomweb: SOURCE (default: MEDANOMALY_PACS_* variables)")
+    score.add_argument("--worker-memory-gb", type=float, default=1.0,
+                       help="memory each Ray scoring actor declares (default 1)")
     score.add_argument("--part-size", type=int, default=64, help="studies per Parquet part (and per Ray batch)")
     score.add_argument("--maps", action="store_true", help="also write heat-map overlays (PNG) into OUT_DIR/maps")
     score.add_argument("--device", default="auto")
