@@ -158,3 +158,17 @@ def test_report_heat_map_is_the_viewers(app, rad: Session, lesion_png: Path) -> 
     assert calm.any()
     picture = overlay_rgb(arrays, 0)
     assert np.array_equal(picture[calm][:, 0], picture[calm][:, 2])
+
+
+def test_radiograph_kept_at_native_resolution(app, rad: Session, tmp_path: Path) -> None:
+    from service_helpers import phantom_png
+
+    big = phantom_png(tmp_path / "in" / "big.png", lesion=True, size=1000, seed=3)
+    study_id = scored(rad, app, big)
+    response = rad.client.get(f"/api/studies/{study_id}/slices/0/values")
+    assert response.headers["X-Shape"] == "1000,1000" and response.headers["X-Dtype"] == "int16"
+    from PIL import Image
+
+    stored = np.frombuffer(response.content, "<i2").reshape(1000, 1000)
+    assert np.array_equal(stored, np.asarray(Image.open(big), dtype=np.int16))  # the file's own 8-bit values
+    assert rad.client.get(f"/api/studies/{study_id}/slices/0/map.png").status_code == 200

@@ -75,13 +75,15 @@
       if (canvas.width !== width || canvas.height !== height) { canvas.width = width; canvas.height = height; }
       const context = canvas.getContext("2d"), image = context.createImageData(width, height), out = image.data;
       const low = view.center - view.width / 2, gain = 255 / Math.max(view.width, 1e-6), inv = view.invert;
-      for (let i = 0, n = width * height; i < n; i++) {
-        for (let c = 0; c < 3; c++) {
-          let g = (data[channels === 1 ? i : 3 * i + c] - low) * gain;
-          g = g < 0 ? 0 : g > 255 ? 255 : g;
-          out[4 * i + c] = inv ? 255 - g : g;
+      const level = (v) => { const g = (v - low) * gain, c = g < 0 ? 0 : g > 255 ? 255 : g; return inv ? 255 - c : c; };
+      if (channels === 1) {  // grey: one packed RGBA word per pixel (little-endian: alpha in the high byte)
+        const words = new Uint32Array(out.buffer);
+        for (let i = 0, n = width * height; i < n; i++) { const g = (level(data[i]) + 0.5) | 0; words[i] = 0xff000000 | (g << 16) | (g << 8) | g; }
+      } else {
+        for (let i = 0, n = width * height; i < n; i++) {
+          out[4 * i] = level(data[3 * i]); out[4 * i + 1] = level(data[3 * i + 1]); out[4 * i + 2] = level(data[3 * i + 2]);
+          out[4 * i + 3] = 255;
         }
-        out[4 * i + 3] = 255;
       }
       context.putImageData(image, 0, 0);
       canvas.dataset.slice = String(view.slice);
