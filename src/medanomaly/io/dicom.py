@@ -22,7 +22,7 @@ import numpy as np
 
 from medanomaly.errors import InputError
 from medanomaly.io import dicom_header as dh
-from medanomaly.io import dicom_size, validate
+from medanomaly.io import dicom_size, isolated, validate
 from medanomaly.types import Study
 
 if TYPE_CHECKING:
@@ -106,10 +106,7 @@ def _ensure_transfer_syntax(ds: Dataset) -> None:
         ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian
 
 
-def _first_line(err: BaseException) -> str:
-    """Return the first line of an exception message, at most 160 characters."""
-    lines = str(err).strip().splitlines() or [type(err).__name__]
-    return lines[0][:160]
+_first_line = validate.first_line
 
 
 def has_image(ds: Dataset) -> bool:
@@ -146,14 +143,16 @@ def _require_pixels(path: Path, ds: Dataset) -> str:
                      "only MONOCHROME1, MONOCHROME2, RGB and YBR_* images are read; convert the file to RGB or grey")
 
 
-def _pixel_array(path: Path, ds: Dataset) -> np.ndarray:
+def _pixel_array(path: Path, ds: Dataset, in_process: bool) -> np.ndarray:
     """Decode the stored values of ``ds`` with pydicom's plugins: (H, W[, 3]) or (F, H, W[, 3]).
 
+    ``in_process`` False decodes in a separate process (a codestream :func:`dicom_size.check_size` cannot vouch for).
+
     Raises:
-        InputError: A decoder is missing (names the package to install) or the pixel data is corrupt.
+        InputError: A decoder is missing (names the package to install), crashed, or the pixel data is corrupt.
     """
     try:
-        return ds.pixel_array
+        return ds.pixel_array if in_process else isolated.decode(path, ds)
     except (RuntimeError, NotImplementedError) as err:
         if "missing dependencies" in str(err) or isinstance(err, NotImplementedError):
             syntax = dh.transfer_syntax(ds)
@@ -169,8 +168,8 @@ def _pixel_array(path: Path, ds: Dataset) -> np.ndarray:
         raise InputError(path, problem, _CORRUPT_HINT) from err
 
 
-def _decode(path: Path, ds: Dataset) -> np.ndarray:
-    """Decode and rescale the pixels of ``ds``.
+def _decode(path: Path, ds: Dataset, in_process: bool = True) -> np.ndarray:
+    """Decode and rescale the pixels of ``ds`` (``in_process``: as :func:`_pixel_array`).
 
     Returns:
         (F, H, W) grey in modality units or (F, H, W, 3) RGB, float32; F = number of frames.
@@ -178,7 +177,7 @@ def _decode(path: Path, ds: Dataset) -> np.ndarray:
     Raises:
         InputError: As :func:`_pixel_array`.
     """
-    arr = _pixel_array(path, ds)
+    arr = _pixel_array(path, ds, in_process)
     grey = dh.count(ds, "SamplesPerPixel", 1) == 1
     if arr.ndim == (2 if grey else 3):
         arr = arr[None]
@@ -248,8 +247,8 @@ def read_dicom_file(path: str | Path, *, color: bool = False, max_pixels: int = 
     path = Path(path)
     ds = read_dataset(path)
     photometric = _require_pixels(path, ds)
-    dicom_size.check_size(path, ds, max_pixels)
-    frames = _decode(path, ds)
+    in_process = dicom_size.check_size(path, ds, max_pixels)
+    frames = _decode(path, ds, in_process)
     positions = dh.frame_positions(ds, frames.shape[0])
     meta = dh.common_meta(ds, photometric)
     slice_positions = dh.project(positions, meta["orientation"])
@@ -299,8 +298,8 @@ def _read_slice(path: Path, max_pixels: int) -> np.ndarray:
     """Read one slice of a series: (H, W) or (H, W, 3) float32 in modality units."""
     ds = read_dataset(path)
     _require_pixels(path, ds)
-    dicom_size.check_size(path, ds, max_pixels)
-    return _decode(path, ds)[0]
+    in_process = dicom_size.check_size(path, ds, max_pixels)
+    return _decode(path, ds, in_process)[0]
 
 
 def _series_headers(folder: Path) -> list[tuple[Path, Dataset]]:

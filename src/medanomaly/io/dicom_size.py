@@ -39,29 +39,48 @@ def dimensions(path: Path, ds: Dataset) -> tuple[int, int, int, int]:
     return frames, rows, cols, samples
 
 
-def check_size(path: Path, ds: Dataset, max_pixels: int) -> None:
+def check_size(path: Path, ds: Dataset, max_pixels: int) -> bool:
     """Refuse, before decoding, a slice above ``max_pixels``, a file above the voxel limit, or an implausible size.
 
     Compressed pixel data announcing more than 4096 times its own size (plus 16 MB) is refused too: no codec
-    compresses real images that far, so Rows, Columns or NumberOfFrames must be corrupt.
+    compresses real images that far, so Rows, Columns or NumberOfFrames must be corrupt. Each JPEG, JPEG-LS or
+    JPEG 2000 frame's own header must match the DICOM header (:func:`medanomaly.io.codestream.check_frame`).
+
+    Returns:
+        True when the pixel data may be decoded in this process; False when a frame's codestream is legal but
+        cannot be vouched for, so it is decoded in a separate process (:mod:`medanomaly.io.isolated`).
     """
     frames, rows, cols, samples = dimensions(path, ds)
     if rows * cols > max_pixels:
         problem = f"image is {cols}x{rows} = {rows * cols:,} pixels per slice, above the limit of {max_pixels:,}"
         raise InputError(path, problem, _LIMIT_HINT)
     validate.check_voxels(path, (frames, rows, cols, samples), "DICOM pixel data")
-    if getattr(dh.transfer_syntax(ds), "is_compressed", False) is not True:
-        return
+    if getattr(dh.transfer_syntax(ds), "is_compressed", False) is not True or "PixelData" not in ds:
+        return True
     stored = len(ds.get("PixelData") or b"")
-    announced = frames * rows * cols * samples * max(1, (dh.count(ds, "BitsAllocated", 8) + 7) // 8)
+    bits = dh.count(ds, "BitsAllocated", 8)
+    announced = frames * rows * cols * samples * max(1, (bits + 7) // 8)
     if announced > 4096 * stored + (16 << 20):
         problem = f"header announces {announced:,} bytes of pixels from {stored:,} compressed bytes"
         raise InputError(path, problem, _CORRUPT_HINT)
+    return _check_codestreams(path, ds, frames, codestream.Frame(rows, cols, samples, bits))
+
+
+def _check_codestreams(path: Path, ds: Dataset, frames: int, frame: codestream.Frame) -> bool:
+    """Check every JPEG-family frame's codestream; True when all of them are vouched for."""
+    keyword = str(getattr(dh.transfer_syntax(ds), "keyword", "") or "")
+    if not keyword.startswith(("JPEG", "HTJ2K")):
+        return True  # RLE: decoded by numpy code that checks its own segment offsets
     from pydicom import encaps
 
-    fragments = encaps.generate_fragments(ds.PixelData)
-    next(fragments, None)  # the basic offset table
-    inner = codestream.declared_size(next(fragments, b""))
-    if inner is not None and inner[0] * inner[1] > rows * cols:
-        problem = f"compressed frame declares {inner[0]}x{inner[1]} pixels, the header {cols}x{rows}"
-        raise InputError(path, problem, _CORRUPT_HINT)
+    vouched = True
+    try:
+        for data in encaps.generate_frames(ds.PixelData, number_of_frames=frames):
+            verdict = codestream.check_frame(data, frame, keyword.startswith("JPEGLS"))
+            if verdict.problem:
+                raise InputError(path, verdict.problem, _CORRUPT_HINT)
+            vouched = vouched and verdict.vouched
+    except (ValueError, KeyError, IndexError, StopIteration) as err:
+        raise InputError(path, f"encapsulated pixel data is malformed ({str(err).strip()[:120]})",
+                         _CORRUPT_HINT) from err
+    return vouched

@@ -40,10 +40,7 @@ def is_nifti_name(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
-def _first_line(err: BaseException) -> str:
-    """Return the first line of an exception message."""
-    lines = str(err).strip().splitlines() or [type(err).__name__]
-    return lines[0][:160]
+_first_line = validate.first_line
 
 
 def _volume_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from medanomaly.errors import InputError
+from medanomaly.io import validate
 from medanomaly.types import Study
 
 logger = logging.getLogger(__name__)
@@ -66,9 +67,10 @@ def read_image(path: str | Path, *, color: bool = False, max_pixels: int = 100_0
             pixels, bit_depth, photometric = _to_array(img, color)
             mode, kind = img.mode, _KINDS.get(str(img.format), str(img.format).lower())
     except Image.DecompressionBombError as err:
-        raise InputError(path, f"image too large for Pillow to decode safely ({err})", "downscale the image") from err
+        problem = f"image too large for Pillow to decode safely ({validate.first_line(err)})"
+        raise InputError(path, problem, "downscale the image") from err
     except errors as err:
-        raise InputError(path, f"not a readable image ({err})", _CORRUPT_HINT) from err
+        raise InputError(path, f"not a readable image ({validate.first_line(err)})", _CORRUPT_HINT) from err
     meta: dict[str, Any] = {"path": str(path), "kind": kind, "bit_depth": bit_depth, "photometric": photometric,
                             "mode": mode, "n_files": 1, "modality": None, "spacing": None}
     return Study(pixels=np.ascontiguousarray(pixels[None]), meta=meta)

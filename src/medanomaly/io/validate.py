@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 MAX_VOXELS_ENV = "MEDANOMALY_MAX_VOXELS"
 DEFAULT_MAX_VOXELS = 250_000_000  # 1 GB as float32
 VOXEL_HINT = f"set the environment variable {MAX_VOXELS_ENV} to a larger voxel count to allow it"
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 MALFORMED_HINT = "the file is malformed or corrupt; export or convert it again (e.g. gdcmconv, dcm2niix)"
 
 
@@ -59,13 +61,23 @@ def check_voxels(path: Path, shape: tuple[int, ...], what: str = "image") -> Non
         raise InputError(path, f"{what} of {dims} = {total:,} values is above the limit of {limit:,}", VOXEL_HINT)
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, at most 160 characters, without object addresses.
+
+    Pillow and others print objects as ``<PIL.PngImagePlugin.PngImageFile ... at 0x7f...>``: the address changes
+    from run to run, so it is removed (``at 0x...`` becomes nothing) to keep the same failure the same message.
+    """
+    lines = _ADDRESS.sub("", str(err)).strip().splitlines() or [type(err).__name__]
+    return lines[0][:160]
+
+
 def translate(path: Path, err: BaseException) -> InputError:
     """Turn any decoder or header-parser exception into an InputError naming the file."""
     if isinstance(err, MemoryError):
         return InputError(path, "not enough memory to decode it (the header may announce a corrupt size)",
                           VOXEL_HINT)
-    text = str(err).strip().splitlines()
-    detail = f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
+    detail = first_line(err)
+    detail = f"{type(err).__name__}: {detail}" if detail != type(err).__name__ else detail
     return InputError(path, f"cannot be decoded ({detail})", MALFORMED_HINT)
 
 
