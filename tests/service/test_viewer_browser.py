@@ -45,6 +45,18 @@ def _open(page: Any, base: str, app: Any, path: Path) -> int:
     return study_id
 
 
+def _image_in_view(page: Any) -> dict[str, float]:
+    """The image's box, checked to lie whole inside the viewer and the 1280 x 720 window (no page scrolling)."""
+    image, viewport = page.locator("#base-image").bounding_box(), page.locator("#viewport").bounding_box()
+    assert image["x"] >= viewport["x"] - 0.5 and image["y"] >= viewport["y"] - 0.5
+    assert image["x"] + image["width"] <= viewport["x"] + viewport["width"] + 0.5
+    assert image["y"] + image["height"] <= viewport["y"] + viewport["height"] + 0.5
+    assert viewport["x"] + viewport["width"] <= WIDTH and viewport["y"] + viewport["height"] <= HEIGHT
+    assert image["height"] > 300  # fitted to the window, not a thumbnail
+    assert page.evaluate("document.scrollingElement.scrollHeight") <= HEIGHT
+    return image
+
+
 def _screen(page: Any, x: float, y: float) -> tuple[float, float]:
     """Screen position of the centre of image pixel (x, y) (32 x 32 CT)."""
     box = page.locator("#base-image").bounding_box()
@@ -67,13 +79,7 @@ def _window(page: Any) -> tuple[float, float]:
 def test_ct_viewer_at_1280x720(live_server, page, dicom_file: Path, tmp_path: Path) -> None:
     base, app = live_server
     _open(page, base, app, relabel(dicom_file, **HEADER))
-    image, viewport = page.locator("#base-image").bounding_box(), page.locator("#viewport").bounding_box()
-    assert image["x"] >= 0 and image["y"] >= 0
-    assert image["x"] + image["width"] <= WIDTH + 0.5 and image["y"] + image["height"] <= HEIGHT + 0.5
-    assert image["y"] >= viewport["y"] - 0.5
-    assert image["y"] + image["height"] <= viewport["y"] + viewport["height"] + 0.5
-    assert image["height"] > 300  # fitted to the window, not a thumbnail
-    assert page.evaluate("document.scrollingElement.scrollHeight") <= HEIGHT
+    image = _image_in_view(page)
     assert "Müller, Anna" in page.inner_text(".sidebar") and "ACC-7781" in page.inner_text(".sidebar")
     screenshots = DOC_SCREENSHOTS if os.environ.get("MEDANOMALY_REFRESH_SCREENSHOTS") == "1" else tmp_path
     page.screenshot(path=str(screenshots / "viewer_1280x720.png"))
@@ -132,6 +138,8 @@ def test_ct_viewer_at_1280x720(live_server, page, dicom_file: Path, tmp_path: Pa
 def test_wheel_and_keys_move_through_slices(live_server, page, dicom_zip: Path) -> None:
     base, app = live_server
     _open(page, base, app, dicom_zip)
+    _image_in_view(page)  # with the slice slider and the slice-score plot
+    assert page.is_visible("#slice-plot")
     page.keyboard.press("Home")
     _until(page, "document.getElementById('base-image').dataset.slice === '0'")
     box = page.locator("#viewport").bounding_box()
