@@ -4,7 +4,7 @@ A Ray Data pipeline of two stages, one block per chunk of study paths:
 
 1. :func:`read_block` (Ray tasks, 1 CPU each): :func:`medanomaly.pipeline.read_studies` reads and decodes each file
    or series (DICOM, PNG, NIfTI); a file that cannot be read becomes its failure text.
-2. :class:`ChunkScorer` (a pool of actors; 1 CPU, 1 GB, and 1 GPU when the cluster has GPUs): the model is loaded
+2. :class:`ChunkScorer` (a pool of actors; 1 CPU, 1.5 GB, and 1 GPU when the cluster has GPUs): the model is loaded
    once per actor; :func:`medanomaly.archive.rows.score_read_chunk` preprocesses, checks the domain and scores the chunk
    with :func:`medanomaly.pipeline.score_studies`, the second half of the local engine's ``score_paths``.
 
@@ -67,7 +67,7 @@ class ChunkScorer:
 
 
 def ray_engine(
-    address: str | None = None, workers: int | None = None, cpus_per_worker: float = 1.0, memory_gb: float = 1.0
+    address: str | None = None, workers: int | None = None, cpus_per_worker: float = 1.0, memory_gb: float = 1.5
 ) -> Engine:
     """An engine on the Ray cluster at ``address`` (None: the one already connected, else a new local one).
 

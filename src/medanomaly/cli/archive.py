@@ -26,8 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--workers", type=int, default=None, help="Ray scoring actors (default: cluster CPUs - 1)")
     score.add_argument("--pacs-settings", default=None, metavar="FILE",
                        help="PACS settings file for a dicomweb: SOURCE (default: MEDANOMALY_PACS_* variables)")
-    score.add_argument("--worker-memory-gb", type=float, default=1.0,
-                       help="memory each Ray scoring actor declares (default 1)")
+    score.add_argument("--worker-memory-gb", type=float, default=1.5,
+                       help="memory each Ray scoring actor declares (default 1.5)")
     score.add_argument("--part-size", type=int, default=64, help="studies per Parquet part (and per Ray batch)")
     score.add_argument("--maps", action="store_true", help="also write heat-map overlays (PNG) into OUT_DIR/maps")
     score.add_argument("--device", default="auto")
