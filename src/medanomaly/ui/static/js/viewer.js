@@ -12,8 +12,14 @@
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const shape = response.headers.get("X-Shape").split(",").map(Number);
     const types = { int16: Int16Array, uint16: Uint16Array, float32: Float32Array, uint8: Uint8Array };
-    const data = new types[response.headers.get("X-Dtype")](await response.arrayBuffer());
-    return { data, height: shape[0], width: shape[1], channels: shape[2] || 1 };
+    const dtype = response.headers.get("X-Dtype"), data = new types[dtype](await response.arrayBuffer());
+    let range = null;
+    if (dtype !== "float32" && !shape[2]) {
+      let min = Infinity, max = -Infinity;
+      for (let i = 0; i < data.length; i++) { const v = data[i]; if (v < min) min = v; if (v > max) max = v; }
+      range = [min, max];
+    }
+    return { data, range, height: shape[0], width: shape[1], channels: shape[2] || 1 };
   }
 
   window.createViewer = function (config, hooks) {
@@ -76,9 +82,16 @@
       const context = canvas.getContext("2d"), image = context.createImageData(width, height), out = image.data;
       const low = view.center - view.width / 2, gain = 255 / Math.max(view.width, 1e-6), inv = view.invert;
       const level = (v) => { const g = (v - low) * gain, c = g < 0 ? 0 : g > 255 ? 255 : g; return inv ? 255 - c : c; };
+      const word = (v) => { const g = (level(v) + 0.5) | 0; return 0xff000000 | (g << 16) | (g << 8) | g; };
       if (channels === 1) {  // grey: one packed RGBA word per pixel (little-endian: alpha in the high byte)
-        const words = new Uint32Array(out.buffer);
-        for (let i = 0, n = width * height; i < n; i++) { const g = (level(data[i]) + 0.5) | 0; words[i] = 0xff000000 | (g << 16) | (g << 8) | g; }
+        const words = new Uint32Array(out.buffer), n = width * height;
+        if (values.range) {  // whole numbers (HU, 8-16 bit): through a lookup table over the slice's value range
+          const [min, max] = values.range, lut = new Uint32Array(max - min + 1);
+          for (let v = min; v <= max; v++) lut[v - min] = word(v);
+          for (let i = 0; i < n; i++) words[i] = lut[data[i] - min];
+        } else {
+          for (let i = 0; i < n; i++) words[i] = word(data[i]);
+        }
       } else {
         for (let i = 0, n = width * height; i < n; i++) {
           out[4 * i] = level(data[3 * i]); out[4 * i + 1] = level(data[3 * i + 1]); out[4 * i + 2] = level(data[3 * i + 2]);
