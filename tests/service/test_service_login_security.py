@@ -325,3 +325,39 @@ def test_old_failures_are_forgotten(app) -> None:
     with app.state.session_factory() as db:
         keys = set(db.scalars(select(LoginThrottle.key)))
     assert keys == {"locked-long", "someone-else", "testclient"}
+
+
+class _BlockedHasher:
+    """A password check that hangs until released (a login burst frozen in place)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def verify(self, stored: str, password: str) -> bool:
+        self.release.wait(30)
+        return False
+
+
+def test_health_answers_while_password_checks_are_stuck(app) -> None:
+    """Waiting log-ins hold neither database connections nor more than their bounded share of threads."""
+    hasher = _BlockedHasher()
+    app.state.login_guard.checker.hasher = hasher
+    statuses: list[int] = []
+
+    def attempt(i: int) -> None:
+        statuses.append(_api_login(TestClient(app), f"visitor{i}", "wrong-password").status_code)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(30)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    try:
+        started = time.perf_counter()
+        assert TestClient(app).get("/api/health").status_code == 200
+        assert time.perf_counter() - started < 5.0
+        assert statuses.count(503) >= 30 - 18  # 2 checks running + 16 waiting; the rest refused at once
+    finally:
+        hasher.release.set()
+        for thread in threads:
+            thread.join(60)
+    assert sorted(set(statuses)) == [401, 503]
