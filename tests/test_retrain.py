@@ -129,11 +129,13 @@ def test_warm_start_continues_instead_of_restarting(conv_ae_dir: Path, export: P
 
 
 def test_patchcore_refits_on_its_data_plus_the_feedback(patchcore_dir: Path, export: Path, tmp_path: Path) -> None:
-    report = retrain_model(patchcore_dir, read_feedback_export(export), tmp_path / "v2")
+    options = RetrainOptions(calibration="youden")  # a rule that uses the confirmed abnormal studies
+    report = retrain_model(patchcore_dir, read_feedback_export(export), tmp_path / "v2", options)
     old, new = Model.load(patchcore_dir), Model.load(tmp_path / "v2")
     assert report.record["mode"] == "refit" and new.version == 2
     assert new.info["n_train_normal"] == old.info["n_train_normal"] + 5
-    assert report.record["feedback"]["abnormal_use"].startswith("threshold calibration")
+    assert report.record["feedback"]["abnormal_use"] == "threshold calibration (youden)"
+    assert new.threshold.method == "youden" and new.info["calibration"]["spec"] == "youden"
     assert report.after["auroc"] is not None and 0.0 <= report.after["auroc"] <= 1.0
 
 
@@ -148,6 +150,7 @@ def test_unreachable_training_data_retrains_on_the_feedback_alone(
     assert not report.record["original_data"]["reachable"]
     assert "feedback alone" in report.record["note"]
     assert report.model.info["n_train_normal"] == 5  # the feedback normals not held out, nothing else
+    assert report.record["feedback"]["abnormal_use"].startswith("not used: the threshold rule percentile:95")
 
 
 def test_too_few_confirmed_normals_is_a_clear_error(conv_ae_dir: Path, export: Path) -> None:

@@ -106,7 +106,7 @@ def plan_training(index: DatasetIndex, needs: frozenset[str], options: FitOption
     else:
         normal, calibration_normal = _hold_out(normal, options.calibration_fraction, rng)
         if "abnormal" in needs:  # held out only for a labelled rule: else they train (small labelled sets)
-            if _needs_abnormal(options.calibration):
+            if needs_abnormal(options.calibration):
                 abnormal, calibration_abnormal = _hold_out(abnormal, options.calibration_fraction, rng)
         elif "mixed" not in needs:  # a one-class method never trains on them: all may calibrate a labelled rule
             calibration_abnormal = list(abnormal)
@@ -213,7 +213,7 @@ def fit_detector(
         body_part=options.body_part,
         random_state=options.random_state,
     )
-    labelled = plan.calibration_abnormal if _needs_abnormal(options.calibration) else []
+    labelled = plan.calibration_abnormal if needs_abnormal(options.calibration) else []
     read_failures: list[Failure] = []
     color = options.preprocessing.channels == 3
     cal_paths = [s.path for s in (cal_normal.samples or normal.samples)]
@@ -242,7 +242,7 @@ def _with_preset(options: FitOptions, method: str, index: DatasetIndex) -> tuple
     return replace(options, preprocessing=preprocessing, params=params), {**preset.to_dict(), "source": source}
 
 
-def _needs_abnormal(spec: str | None) -> bool:
+def needs_abnormal(spec: str | None) -> bool:
     """Whether a calibration rule uses labelled abnormal scores (only then are they loaded)."""
     return spec is not None and parse_calibration(spec)["method"] in ("youden", "f1", "sensitivity")
 
@@ -275,7 +275,7 @@ def _check_plan(plan: TrainingPlan, needs: frozenset[str], index: DatasetIndex, 
     if "abnormal" in needs and not plan.abnormal:
         msg = f"{index.root}: this method needs labelled abnormal training images, found none"
         raise ValueError(msg)
-    if _needs_abnormal(calibration) and not plan.calibration_abnormal:
+    if needs_abnormal(calibration) and not plan.calibration_abnormal:
         msg = (
             f"{index.root}: calibration {calibration!r} needs labelled abnormal studies, found none in val/ or in the "
             "train split; add some, or use percentile:95 / specificity:0.95 (normals only)"

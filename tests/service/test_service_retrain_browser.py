@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the workstation tests need the 'service' extra")
 
 from service_helpers import PASSWORDS, label_studies
-from test_service_browser import CHROMIUM, browser_page, live_server  # noqa: F401 (fixtures)
+from test_service_browser import CHROMIUM, DOC_SCREENSHOTS, browser_page, live_server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 
@@ -40,8 +41,11 @@ def test_admin_retrains_from_feedback_in_chromium(live_server, browser_page, tmp
     page.wait_for_selector("#retrain-jobs tr[data-job='1'][data-status=done]", timeout=120_000)
     row = page.locator("#retrain-jobs tr[data-job='1']")
     assert row.locator("a.new-version").inner_text() == "v2"
+    assert row.locator(".version-state").inner_text() == "proposed"
     assert re.search(r"→\s*\d+ % / \d+ % / ", row.inner_text())  # before → after on the held-out feedback
     assert row.locator("progress").get_attribute("value") == "1.0"
+    screenshots = DOC_SCREENSHOTS if os.environ.get("MEDANOMALY_REFRESH_SCREENSHOTS") == "1" else tmp_path
+    page.screenshot(path=str(screenshots / "retraining.png"), full_page=True)
     page.goto(base + "/admin")
     version_row = page.locator("#model-versions tr[data-version='2']")
     assert version_row.locator(".version-state").inner_text() == "proposed"
@@ -51,3 +55,7 @@ def test_admin_retrains_from_feedback_in_chromium(live_server, browser_page, tmp
     row.get_by_role("button", name="Activate").click()
     page.wait_for_url(re.compile(r"/admin"))
     assert page.locator("#model-versions tr[data-version='2'] .version-state").inner_text() == "active"
+    page.goto(base + "/admin/retraining")
+    row = page.locator("#retrain-jobs tr[data-job='1']")
+    assert row.locator(".version-state").inner_text() == "active"
+    assert row.get_by_role("button", name="Activate").count() == 0

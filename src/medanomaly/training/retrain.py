@@ -32,7 +32,7 @@ from medanomaly.data.loading import Failure
 from medanomaly.detectors.torch_base import TorchDetector
 from medanomaly.errors import InputError
 from medanomaly.evaluation.metrics import operating_point
-from medanomaly.fitting import FitOptions, fit_detector
+from medanomaly.fitting import FitOptions, fit_detector, needs_abnormal
 from medanomaly.model import Model
 from medanomaly.pipeline import read_studies, score_studies
 from medanomaly.registry import create
@@ -307,7 +307,7 @@ def _record(
             "source": source,
             "n_normal": sum(not f.abnormal for f in train_part),
             "n_abnormal": sum(f.abnormal for f in train_part),
-            "abnormal_use": _abnormal_use(old),
+            "abnormal_use": _abnormal_use(old, fit.calibration),
             "held_out": [f.key for f in held_out],
         },
         "calibration": fit.calibration,
@@ -317,10 +317,12 @@ def _record(
     }
 
 
-def _abnormal_use(model: Model) -> str:
-    """How confirmed abnormal studies serve this method."""
+def _abnormal_use(model: Model, calibration: str | None) -> str:
+    """How confirmed abnormal studies serve this method under this threshold rule."""
     if "abnormal" in model.detector.needs:
         return "trained on (labelled abnormal)"
     if "mixed" in model.detector.needs:
         return "trained on (in the unlabelled mixed set)"
-    return "threshold calibration (labelled rules: youden, f1, sensitivity)"
+    if needs_abnormal(calibration):
+        return f"threshold calibration ({calibration})"
+    return f"not used: the threshold rule {calibration} uses normals only (choose youden to use them)"

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from medanomaly.service.db import User
+from medanomaly.service.db import ModelVersion, User
 from medanomaly.service.db.retrain import RetrainJob
 from medanomaly.service.deps import AdminDep, DbDep, flash, render
 from medanomaly.service.retrain import RetrainRunner
@@ -23,8 +23,11 @@ from medanomaly.training.retrain import RetrainOptions
 
 router = APIRouter(tags=["admin"])
 #: Threshold rules offered for a retrained version (None: the model's own).
-CALIBRATIONS = {"": "The model's own rule", "youden": "Youden's J (uses confirmed abnormal studies)",
-                "percentile:95": "95th percentile of normal scores"}
+CALIBRATIONS = {
+    "": "The model's own rule",
+    "youden": "Youden's J (uses confirmed abnormal studies)",
+    "percentile:95": "95th percentile of normal scores",
+}
 
 
 def get_runner(request: Request) -> RetrainRunner:
@@ -78,6 +81,22 @@ def _jobs(db: Session, limit: int = 50) -> list[RetrainJob]:
     return list(db.scalars(select(RetrainJob).order_by(RetrainJob.id.desc()).limit(limit)))
 
 
+def _version_states(db: Session, jobs: list[RetrainJob]) -> dict[int, str]:
+    """``proposed``, ``active``, ``inactive`` or ``discarded``: what became of each finished job's version."""
+    states = {}
+    for job in jobs:
+        if job.new_version is None:
+            continue
+        row = db.scalar(
+            select(ModelVersion).where(ModelVersion.name == job.model_name, ModelVersion.version == job.new_version)
+        )
+        if row is None or (job.started_at is not None and row.created_at < job.started_at):
+            states[job.id] = "discarded"  # gone, or its number taken again by a later version
+        else:
+            states[job.id] = "active" if row.active else "inactive" if row.activated_at else "proposed"
+    return states
+
+
 @router.post("/api/models/{name}/retrain", status_code=202)
 def retrain_api(db: DbDep, runner: RunnerDep, admin: AdminDep, name: str, body: RetrainIn) -> RetrainJobOut:
     """Start retraining the model on its training data plus the feedback; poll ``/api/retraining/{id}``."""
@@ -103,8 +122,17 @@ def get_retraining(db: DbDep, admin: AdminDep, job_id: int) -> RetrainJobOut:
 def retraining_page(request: Request, db: DbDep, runner: RunnerDep, admin: AdminDep) -> Response:
     """Start a retraining, follow its progress, review the proposed version."""
     feedback = {name: runner.counts(db, name) for name in runner.store.models}
-    return render(request, "retraining.html", user=admin, jobs=_jobs(db), models=runner.store.models,
-                  feedback=feedback, calibrations=CALIBRATIONS)
+    jobs = _jobs(db)
+    return render(
+        request,
+        "retraining.html",
+        user=admin,
+        jobs=jobs,
+        states=_version_states(db, jobs),
+        models=runner.store.models,
+        feedback=feedback,
+        calibrations=CALIBRATIONS,
+    )
 
 
 @router.post("/admin/models/{name}/retrain", include_in_schema=False)
