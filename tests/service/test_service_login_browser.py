@@ -18,9 +18,15 @@ NEW_PASSWORD = "teal-harbour-lamp"
 
 
 @pytest.fixture
-def app_factory(app_factory: Callable[..., Any]) -> Callable[..., Any]:
+def app_settings() -> dict[str, Any]:
+    """Extra settings of a test's app (a test overrides it with ``pytest.mark.parametrize``)."""
+    return {}
+
+
+@pytest.fixture
+def app_factory(app_factory: Callable[..., Any], app_settings: dict[str, Any]) -> Callable[..., Any]:
     """Apps that lock a user name after 4 failures, without waits before that."""
-    strict = {"login_free_failures": 2, "login_delay_seconds": 0.0, "login_user_lockout": 4}
+    strict = {"login_free_failures": 2, "login_delay_seconds": 0.0, "login_user_lockout": 4, **app_settings}
     return lambda **changes: app_factory(**{**strict, **changes})
 
 
@@ -78,3 +84,14 @@ def test_lockout_unlock_and_own_password_change_in_chromium(live_server, browser
     assert "Unknown user or wrong password." in page.inner_text(".login-card")
     _submit_login(page, base, "rad", NEW_PASSWORD)
     assert page.url == base + "/"
+
+
+@pytest.mark.parametrize("app_settings", [{"session_idle_minutes": 0.1}])
+def test_open_worklist_logs_out_when_idle_in_chromium(live_server, browser_page, app_settings) -> None:  # noqa: F811
+    """The worklist's polling (every 3 s) does not keep the session alive; when it ends the list is hidden."""
+    base, _ = live_server
+    page = browser_page
+    _submit_login(page, base, "rad", PASSWORDS["rad"])
+    assert page.url == base + "/"
+    page.wait_for_url(lambda url: "/login" in url, timeout=30_000)  # 6 s idle, then the next poll
+    assert page.locator("#worklist").count() == 0
