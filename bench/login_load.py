@@ -90,15 +90,17 @@ def _start_server(data_dir: Path, model: Path, port: int, log: Path) -> subproce
     command = [*_cli(), "serve", "--data-dir", str(data_dir), "--model", f"chest={model}", "--host", HOST]
     handle = log.open("w")
     server = subprocess.Popen([*command, "--port", str(port)], stdout=handle, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and server.poll() is None:
         try:
-            if requests.get(f"http://{HOST}:{port}/api/health", timeout=2).status_code == 200:
+            if requests.get(f"http://{HOST}:{port}/api/health", timeout=5).status_code == 200:
                 return server
         except requests.RequestException:
-            time.sleep(0.3)
+            time.sleep(0.5)
     server.terminate()
-    raise RuntimeError(f"the server did not start; see {log}")
+    server.wait(30)
+    tail = log.read_text()[-3000:]
+    raise RuntimeError(f"the server did not start (exit status {server.returncode}); its log ends:\n{tail}")
 
 
 def _login(base: str, name: str) -> requests.Session:
