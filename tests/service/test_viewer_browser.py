@@ -71,6 +71,11 @@ def _grey(page: Any) -> int:
     return page.evaluate(PIXEL)
 
 
+def _settle(page: Any) -> None:
+    """Let the viewer finish the redraw it has scheduled (drawing happens on the next animation frame)."""
+    page.evaluate("new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
 def _window(page: Any) -> tuple[float, float]:
     center, width = page.get_attribute("#base-image", "data-window").split(",")
     return float(center), float(width)
@@ -96,15 +101,17 @@ def test_ct_viewer_at_1280x720(live_server, page, dicom_file: Path, tmp_path: Pa
     page.mouse.down(button="right")
     page.mouse.move(x + 120, y - 60, steps=6)
     page.mouse.up(button="right")
+    _settle(page)
     new_center, new_width = _window(page)
     assert new_width > width + 10 and new_center < center - 5  # right: wider; up: lower level
     assert page.eval_on_selector("#window", "e => e.value") == "custom"
     g = min(255, max(0, (1000 - (new_center - new_width / 2)) * 255 / new_width))
     assert abs(_grey(page) - g) <= 1
     page.keyboard.press("i")
-    _until(page, f"{PIXEL} !== {round(g)}")
+    _settle(page)
     assert abs(_grey(page) - (255 - g)) <= 1
     page.select_option("#window", "lung")
+    _settle(page)
     assert _window(page) == (-600.0, 1500.0)
 
     before = page.locator("#base-image").bounding_box()
