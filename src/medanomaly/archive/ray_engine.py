@@ -9,7 +9,9 @@ A Ray Data pipeline of two stages, one block per chunk of study paths:
    with :func:`medanomaly.pipeline.score_studies`, the second half of the local engine's ``score_paths``.
 
 The driver writes each chunk's rows as a Parquet part as it arrives. Ray Data restarts an actor lost with its node
-and reruns the lost work elsewhere; the writer drops any row already in OUT_DIR (see :mod:`.run`).
+and reruns the lost work elsewhere; the writer drops any row already in OUT_DIR (see :mod:`.run`). The actor pool
+autoscales between 1 and ``workers``: with a fixed-size pool, Ray Data 2.60 waited forever for the lost actor's
+restart once the cluster had shrunk (measured in ``tests/scale/test_archive.py``).
 
 Needs the ``scale`` extra (``ray[data]``). The study paths and OUT_DIR (for ``--maps``) must be readable/writable at
 the same paths on every node (a shared file system).
@@ -73,8 +75,8 @@ def ray_engine(
 
     Args:
         address: ``ray.init`` address (``auto``, ``ray://host:10001``, ``127.0.0.1:6379``).
-        workers: Scoring actors (default: the cluster's CPUs divided by ``cpus_per_worker``, minus one for reading,
-            at most the number of chunks).
+        workers: The most scoring actors (default: the cluster's CPUs divided by ``cpus_per_worker``, minus one for
+            reading, at most the number of chunks). Ray Data starts one and adds actors while chunks wait.
         cpus_per_worker: Logical CPUs each actor declares.
         memory_gb: Memory each actor declares (the model and a chunk's studies must fit in it); must be above 0.
     """
@@ -117,7 +119,7 @@ def _run(
         fn_constructor_kwargs={"job": job, "labels": {p: labels[p] for p in todo if p in labels}},
         batch_size=job.part_size,
         batch_format="pyarrow",
-        concurrency=workers,
+        concurrency=(1, workers),  # an autoscaling pool: it shrinks when a node is lost, where a fixed one stalls
         num_cpus=cpus,
         num_gpus=gpus_per_worker(ray, job.device),
         memory=int(memory_gb * 1024**3),
