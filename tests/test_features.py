@@ -33,7 +33,8 @@ def _photo(image: np.ndarray) -> torch.Tensor:
 
 
 def test_available_backbones() -> None:
-    assert set(available_backbones()) == {"efficientnet_lite0", "resnet18", "wide_resnet50_2", "tiny"}
+    expected = {"efficientnet_lite0", "efficientnet_lite2", "resnet18", "wide_resnet50_2", "tiny"}
+    assert set(available_backbones()) == expected
 
 
 def test_tiny_shapes_and_grey_replication() -> None:
@@ -59,6 +60,18 @@ def test_efficientnet_weights_load_strictly() -> None:
     assert len(state) == 296 and "_blocks.0._depthwise_conv.weight" in state and "_fc.weight" in state
     result = build_backbone("efficientnet_lite0").load_state_dict(state, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
+
+
+def test_efficientnet_lite2_loads_strictly_and_recognises_photos() -> None:
+    state = load_backbone_weights("efficientnet_lite2")
+    result = build_backbone("efficientnet_lite2").load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    extractor = FeatureExtractor("efficientnet_lite2", layers=["blocks.14", "head"], runtime="torch")
+    assert extractor.out_channels == [120, 1280] and extractor.strides == [16, 32]
+    images = torch.cat([_photo(skdata.chelsea()), _photo(skdata.coffee())])
+    with torch.no_grad():
+        logits = extractor.backbone((images - extractor.mean) / extractor.std)
+    assert logits.argmax(1)[0].item() in _CATS and logits.argmax(1)[1].item() in _COFFEE
 
 
 def test_efficientnet_shapes(efficientnet) -> None:

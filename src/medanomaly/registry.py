@@ -25,6 +25,7 @@ BUILTIN: dict[str, str] = {
     "anatpaste": "medanomaly.detectors.anatpaste",
     "patchcore": "medanomaly.detectors.patchcore",
     "padim": "medanomaly.detectors.padim",
+    "region_gaussian": "medanomaly.detectors.region_gaussian",
     "fanogan": "medanomaly.detectors.fanogan",
     "ganomaly": "medanomaly.detectors.ganomaly",
     "alad": "medanomaly.detectors.alad",

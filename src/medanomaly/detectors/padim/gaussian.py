@@ -64,6 +64,9 @@ class GaussianModel(nn.Module):
         dim: d.
     """
 
+    mean: Tensor
+    whitening: Tensor
+
     def __init__(self, n_positions: int, dim: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_positions, dim))
