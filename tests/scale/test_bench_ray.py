@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,20 +14,6 @@ FAST = ["--tiny", "--epochs", "2", "--resolution", "32", "--batch-size", "16"]
 #: Columns that measure the run (time, memory, machine load), not its results.
 MEASURED = {"images_per_second", "fit_seconds", "train_seconds", "wall_seconds", "e2e_images_per_second",
             "latency_ms", "peak_rss_mb", "loadavg_start", "loadavg_end", "started", "torch_threads"}  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread_per_cell() -> Iterator[None]:
-    """Local cells use one thread, as Ray gives a 1-CPU task (OMP_NUM_THREADS=1): the same arithmetic."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", "1")
-        yield
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("bench_ray") / "phantoms"
-    return write_phantom_dataset(root, n_train=30, n_test_normal=5, n_test_abnormal=5, size=32, seed=5)
 
 
 def _bench(data: Path, out: Path, seeds: int, *engine: str) -> int:
@@ -48,11 +33,13 @@ def _scores(out: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_ray_cells_give_the_local_results_and_resume(data, tmp_path, ray_cluster, capsys) -> None:
+def test_ray_cells_give_the_local_results_and_resume(tmp_path, ray_cluster, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # local cells on one thread, as Ray gives a 1-CPU task: same arithmetic
+    data = write_phantom_dataset(tmp_path / "phantoms", n_train=30, n_test_normal=5, n_test_abnormal=5, size=32, seed=5)
     assert _bench(data, tmp_path / "local", 2) == 0
     ray = ("--engine", "ray", "--cell-cpus", "1", "--cell-memory-gb", "1")
     assert _bench(data, tmp_path / "ray", 1, *ray) == 0  # a run that stopped after its first cell
-    seed0 = tmp_path / "ray" / "cells" / "phantoms" / "conv_ae" / "seed0" / "metrics.json"
+    seed0 = tmp_path / "ray" / "cells" / data.name / "conv_ae" / "seed0" / "metrics.json"
     before = seed0.stat().st_mtime_ns
     capsys.readouterr()
     assert _bench(data, tmp_path / "ray", 2, *ray) == 0
