@@ -134,7 +134,8 @@ def study_facts(study: Study) -> dict[str, Any]:
     meta, pixels = study.meta, study.pixels
     spacing = meta.get("spacing")
     step = max(1, int(np.sqrt(pixels[0].size / 65536)))
-    sample = np.asarray(pixels[:, ::step, ::step], dtype=np.float32)
+    slice_step = max(1, len(pixels) // 64)  # at most ~128 slices of ~65k values: a long series is not copied whole
+    sample = np.asarray(pixels[::slice_step, ::step, ::step], dtype=np.float32)
     p1, p50, p99 = (float(v) for v in np.nanpercentile(sample, [1, 50, 99]))
     return {
         "modality": _modality(meta.get("modality")),

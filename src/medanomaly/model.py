@@ -146,7 +146,9 @@ class Model:
         raw_maps = None if prediction.anomaly_maps is None else prediction.anomaly_maps.numpy()
         results = []
         for owner in _unique_in_order(owners):
-            rows = np.flatnonzero(owners == owner)
+            index = np.flatnonzero(owners == owner)
+            contiguous = index[-1] - index[0] + 1 == len(index)  # then views, not copies, of a long series' maps
+            rows: np.ndarray | slice = slice(int(index[0]), int(index[-1]) + 1) if contiguous else index
             extras = {key: value[rows].numpy() for key, value in prediction.extras.items()}
             results.append(self._postprocess(raw_scores[rows], None if raw_maps is None else raw_maps[rows], extras))
         return results

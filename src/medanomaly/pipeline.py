@@ -195,7 +195,8 @@ def _finish(
     started, scored = time.perf_counter(), []
     if to_score:
         owners = np.concatenate([np.full(len(p.images), index) for index, p in enumerate(to_score)])
-        images = torch.from_numpy(np.concatenate([p.images for p in to_score]))
+        batch = np.concatenate([p.images for p in to_score]) if len(to_score) > 1 else to_score[0].images
+        images = torch.from_numpy(batch)
         with torch.inference_mode():
             scored = model.score_images(images, owners, batch_size, progress)
     per_slice = (time.perf_counter() - started) / max(1, sum(len(p.images) for p in to_score))

@@ -27,7 +27,7 @@ def _ramp(size: int = 16, dtype: type = np.int16) -> np.ndarray:
 def test_series_sorted_by_position_in_hu(ct_series):
     study = read_study(ct_series.folder)
     assert study.pixels.shape == (5, 16, 16)
-    assert study.pixels.dtype == np.float32
+    assert study.pixels.dtype == np.int16  # whole HU values are kept in 2 bytes
     np.testing.assert_array_equal(study.pixels, ct_series.hu)
     meta = study.meta
     assert meta["kind"] == "dicom_series"

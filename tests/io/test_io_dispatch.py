@@ -95,7 +95,7 @@ def test_inspect_study_series_is_json(ct_series):
     assert json.loads(json.dumps(summary)) == summary
     assert summary["kind"] == "dicom_series"
     assert summary["shape"] == [5, 16, 16]
-    assert summary["dtype"] == "float32"
+    assert summary["dtype"] == "int16"  # whole HU values are kept in 2 bytes
     assert summary["value_range"] == [float(ct_series.hu.min()), float(ct_series.hu.max())]
     assert summary["spacing"] == pytest.approx([0.5, 0.5, 2.5])
     assert summary["slice_order"] == "position"

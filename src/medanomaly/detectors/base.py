@@ -190,7 +190,24 @@ def reject_options(detector: BaseDetector, options: dict[str, Any]) -> None:
 
 
 def _concatenate(parts: list[Prediction]) -> Prediction:
-    scores = torch.cat([part.scores.cpu() for part in parts])
-    maps = None if parts[0].anomaly_maps is None else torch.cat([part.anomaly_maps.cpu() for part in parts])
-    extras = {key: torch.cat([part.extras[key].cpu() for part in parts]) for key in parts[0].extras}
-    return Prediction(scores=scores, anomaly_maps=maps, extras=extras)
+    """Join the batches' predictions, emptying ``parts`` as it goes (each output is held once, plus one batch)."""
+    columns = {"scores": [p.scores for p in parts], "anomaly_maps": [p.anomaly_maps for p in parts]}
+    columns.update({key: [p.extras[key] for p in parts] for key in parts[0].extras})
+    parts.clear()
+    joined = {}
+    for key, tensors in columns.items():
+        joined[key] = None if tensors[0] is None else _cat_draining(tensors)
+    scores, maps = joined.pop("scores"), joined.pop("anomaly_maps")
+    return Prediction(scores=scores, anomaly_maps=maps, extras=joined)
+
+
+def _cat_draining(tensors: list[Tensor]) -> Tensor:
+    """``torch.cat`` on the CPU into one preallocated tensor, releasing each part once copied."""
+    total = sum(len(t) for t in tensors)
+    out = torch.empty((total, *tensors[0].shape[1:]), dtype=tensors[0].dtype)
+    start = 0
+    while tensors:
+        part = tensors.pop(0).cpu()
+        out[start : start + len(part)] = part
+        start += len(part)
+    return out

@@ -1,10 +1,12 @@
 """DICOM reader: one file (single- or multi-frame) or one series folder -> :class:`~medanomaly.types.Study`.
 
-Pixels come back as float32 in modality units (RescaleSlope/RescaleIntercept or a Modality LUT applied, i.e. HU for
-CT). MONOCHROME1 images are inverted so that high values are bright, as torchxrayvision does; photometric
-interpretations other than MONOCHROME1/2, RGB and YBR_* are rejected. Series slices are ordered along the slice
-normal (cross product of the two ImageOrientationPatient directions), the convention of dcm2niix and ITK, with
-InstanceNumber as the fallback. Compressed transfer syntaxes are decoded by pydicom's plugins (pylibjpeg).
+Pixels come back in modality units (RescaleSlope/RescaleIntercept or a Modality LUT applied, i.e. HU for CT), as
+int16 when every value is a whole number in int16's range (a 1000-slice CT then takes 0.5 GB, not 1 GB) and float32
+otherwise; a series is decoded slice by slice into one array allocated once. MONOCHROME1 images are inverted so
+that high values are bright, as torchxrayvision does; photometric interpretations other than MONOCHROME1/2, RGB and
+YBR_* are rejected. Series slices are ordered along the slice normal (cross product of the two
+ImageOrientationPatient directions), the convention of dcm2niix and ITK, with InstanceNumber as the fallback.
+Compressed transfer syntaxes are decoded by pydicom's plugins (pylibjpeg).
 See DICOM PS3.3 C.7.6.2 (image plane) and C.11.1 (modality LUT): https://dicom.nema.org/medical/dicom/current/
 """
 
@@ -172,7 +174,8 @@ def _decode(path: Path, ds: Dataset, in_process: bool = True) -> np.ndarray:
     """Decode and rescale the pixels of ``ds`` (``in_process``: as :func:`_pixel_array`).
 
     Returns:
-        (F, H, W) grey in modality units or (F, H, W, 3) RGB, float32; F = number of frames.
+        (F, H, W) grey in modality units (int16 or float32: :func:`dicom_header.to_modality`) or (F, H, W, 3) RGB
+        float32; F = number of frames.
 
     Raises:
         InputError: As :func:`_pixel_array`.
@@ -193,7 +196,7 @@ def _decode(path: Path, ds: Dataset, in_process: bool = True) -> np.ndarray:
     if not (np.isfinite(slope) and np.isfinite(intercept)) or abs(slope) > 1e30 or abs(intercept) > 1e30:
         raise InputError(path, f"RescaleSlope {slope} / RescaleIntercept {intercept} are not usable numbers",
                          _CORRUPT_HINT)
-    return arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    return dh.to_modality(arr, slope, intercept)
 
 
 def _decoder_hint(syntax: Any) -> str:
@@ -214,7 +217,7 @@ def _finish(pixels: np.ndarray, meta: dict[str, Any], color: bool) -> Study:
     """Apply the colour choice and MONOCHROME1 inversion, and wrap up a Study.
 
     Args:
-        pixels: (S, H, W) or (S, H, W, 3) float32.
+        pixels: (S, H, W) int16 or float32, or (S, H, W, 3) float32.
         meta: Metadata; ``window`` is mirrored with the values when the image is inverted.
         color: Keep RGB channels; otherwise colour becomes grey by luminance.
     """
@@ -222,12 +225,16 @@ def _finish(pixels: np.ndarray, meta: dict[str, Any], color: bool) -> Study:
         pixels = pixels @ _LUMA
     if meta.get("photometric") == "MONOCHROME1":
         low, high = float(pixels.min()), float(pixels.max())
-        pixels = np.float32(high + low) - pixels
+        if pixels.dtype == np.int16:  # in place, slice by slice: (high + low) - value stays within [low, high]
+            for image in pixels:
+                image[...] = int(high + low) - image.astype(np.int32)
+        else:
+            pixels = np.float32(high + low) - pixels
         meta["inverted"] = True
         if meta.get("window"):
             center, width = meta["window"]
             meta["window"] = (high + low - center, width)
-    return Study(pixels=np.ascontiguousarray(pixels, dtype=np.float32), meta=meta)
+    return Study(pixels=np.ascontiguousarray(pixels), meta=meta)
 
 
 def read_dicom_file(path: str | Path, *, color: bool = False, max_pixels: int = 100_000_000) -> Study:
@@ -239,7 +246,7 @@ def read_dicom_file(path: str | Path, *, color: bool = False, max_pixels: int = 
         max_pixels: Largest accepted Rows x Columns.
 
     Returns:
-        Study with pixels (S, H, W) float32 in modality units (HU for CT), S = NumberOfFrames.
+        Study with pixels (S, H, W) int16 or float32 in modality units (HU for CT), S = NumberOfFrames.
 
     Raises:
         InputError: Unreadable, truncated, no image, unsupported photometric, missing decoder, or too large.
@@ -271,7 +278,7 @@ def read_dicom_series(folder: str | Path, *, color: bool = False, max_pixels: in
         max_pixels: Largest accepted Rows x Columns.
 
     Returns:
-        Study with pixels (S, H, W) float32 in modality units; meta adds ``slice_order``, ``slice_positions``
+        Study with pixels (S, H, W) int16 or float32 in modality units; meta adds ``slice_order``, ``slice_positions``
         (mm along the normal), ``image_positions`` and ``sop_uids``, all in slice order.
 
     Raises:
@@ -284,18 +291,34 @@ def read_dicom_series(folder: str | Path, *, color: bool = False, max_pixels: in
     _validate_series(folder, headers, max_pixels)
     order, slice_positions, slice_order = dh.order_slices(headers)
     headers = [headers[i] for i in order]
-    slices = [_read_slice(path, max_pixels) for path, _ in headers]
+    volume = _read_volume([path for path, _ in headers], max_pixels)
     first = headers[0][1]
     meta = dh.common_meta(first, str(first.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper())
     meta.update(path=str(folder), kind="dicom_series", n_files=len(headers), slice_order=slice_order,
                 sop_uids=[dh.text(ds.get("SOPInstanceUID")) for _, ds in headers],
                 image_positions=[dh.floats(ds.get("ImagePositionPatient"), 3) for _, ds in headers],
                 slice_positions=slice_positions, spacing=dh.spacing(first, slice_positions, len(headers)))
-    return _finish(np.stack(slices), meta, color)
+    return _finish(volume, meta, color)
+
+
+def _read_volume(paths: list[Path], max_pixels: int) -> np.ndarray:
+    """Decode the slices one at a time into one (S, H, W[, 3]) array, allocated once in the first slice's type.
+
+    An int16 volume becomes float32 (once) if a later slice's values are not whole numbers in int16's range.
+    """
+    first = _read_slice(paths[0], max_pixels)
+    volume = np.empty((len(paths), *first.shape), first.dtype)
+    volume[0] = first
+    for index, path in enumerate(paths[1:], 1):
+        image = _read_slice(path, max_pixels)
+        if image.dtype != volume.dtype and volume.dtype == np.int16:
+            volume = volume.astype(np.float32)
+        volume[index] = image
+    return volume
 
 
 def _read_slice(path: Path, max_pixels: int) -> np.ndarray:
-    """Read one slice of a series: (H, W) or (H, W, 3) float32 in modality units."""
+    """Read one slice of a series: (H, W) in modality units (int16 or float32) or (H, W, 3) float32."""
     ds = read_dataset(path)
     _require_pixels(path, ds)
     in_process = dicom_size.check_size(path, ds, max_pixels)
@@ -350,7 +373,7 @@ def _validate_series(folder: Path, headers: list[tuple[Path, Dataset]], max_pixe
                          "pass a folder that holds one series: move each series into its own folder")
     ref_path, ref = headers[0]
     dicom_size.check_size(ref_path, ref, max_pixels)
-    validate.check_voxels(folder, (len(headers), *dh.shape_key(ref)), "DICOM series")
+    validate.check_voxels(folder, (len(headers), *dh.shape_key(ref)), "DICOM series", dicom_size.kept_itemsize(ref))
     for path, ds in headers:
         if dh.shape_key(ds) != dh.shape_key(ref):
             raise InputError(path, f"slice size {dh.describe_shape(ds)} differs from {dh.describe_shape(ref)} "

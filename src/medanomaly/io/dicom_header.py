@@ -111,6 +111,25 @@ def rescale(ds: Dataset) -> tuple[float, float]:
     return (slope if slope else 1.0, intercept if intercept is not None else 0.0)
 
 
+def to_modality(stored: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """``stored * slope + intercept`` (F, H, W), computed frame by frame, in the most compact exact type.
+
+    int16 when every result is a whole number in int16's range (CT in HU, most MR and X-ray), else float32 (as
+    ``stored.astype(float32) * slope + intercept``, so both give the same values).
+    """
+    whole = np.issubdtype(stored.dtype, np.integer) and float(slope).is_integer() and float(intercept).is_integer()
+    if whole and stored.size:
+        ends = sorted(int(v) * int(slope) + int(intercept) for v in (stored.min(), stored.max()))
+        whole = -(2**15) <= ends[0] and ends[1] < 2**15
+    out = np.empty(stored.shape, np.int16 if whole else np.float32)
+    for index, frame in enumerate(stored):
+        if whole:
+            out[index] = frame.astype(np.int32) * int(slope) + int(intercept)
+        else:
+            out[index] = frame.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    return out
+
+
 def window(ds: Dataset) -> tuple[float, float] | None:
     """(center, width) of the first VOI window in the header, or None."""
     center, width = _first_float(value(ds, "WindowCenter")), _first_float(value(ds, "WindowWidth"))

@@ -39,6 +39,21 @@ def dimensions(path: Path, ds: Dataset) -> tuple[int, int, int, int]:
     return frames, rows, cols, samples
 
 
+def kept_itemsize(ds: Dataset) -> int:
+    """Bytes per value the reader will most likely keep (2: int16, 4: float32).
+
+    2 for grey stored values of up to 16 bits with a whole-number rescale and no Modality LUT (see
+    :func:`~medanomaly.io.dicom_header.to_modality`), else 4.
+    """
+    try:
+        slope, intercept = dh.rescale(ds)
+        small = dh.count(ds, "BitsAllocated", 16) <= 16 and dh.count(ds, "SamplesPerPixel", 1) == 1
+    except (ValueError, TypeError):
+        return 4
+    whole = float(slope).is_integer() and float(intercept).is_integer()
+    return 2 if small and whole and not ds.get("ModalityLUTSequence") else 4
+
+
 def check_size(path: Path, ds: Dataset, max_pixels: int) -> bool:
     """Refuse, before decoding, a slice above ``max_pixels``, a file above the voxel limit, or an implausible size.
 
@@ -54,7 +69,7 @@ def check_size(path: Path, ds: Dataset, max_pixels: int) -> bool:
     if rows * cols > max_pixels:
         problem = f"image is {cols}x{rows} = {rows * cols:,} pixels per slice, above the limit of {max_pixels:,}"
         raise InputError(path, problem, _LIMIT_HINT)
-    validate.check_voxels(path, (frames, rows, cols, samples), "DICOM pixel data")
+    validate.check_voxels(path, (frames, rows, cols, samples), "DICOM pixel data", kept_itemsize(ds))
     if getattr(dh.transfer_syntax(ds), "is_compressed", False) is not True or "PixelData" not in ds:
         return True
     stored = len(ds.get("PixelData") or b"")

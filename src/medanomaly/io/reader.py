@@ -59,8 +59,9 @@ def read_study(path: str | Path, *, color: bool = False) -> Study:
         color: Keep colour images as (S, H, W, 3); by default they become grey by luminance.
 
     Returns:
-        Study with pixels (S, H, W) (or (S, H, W, 3)): native uint8/uint16 for ordinary images, float32 in modality
-        units (HU for CT) for DICOM and float32 for NIfTI; meta as documented in :class:`~medanomaly.types.Study`.
+        Study with pixels (S, H, W) (or (S, H, W, 3)): native uint8/uint16 for ordinary images, int16 or float32 in
+        modality units (HU for CT) for DICOM and float32 for NIfTI; meta as documented in
+        :class:`~medanomaly.types.Study`.
 
     Raises:
         InputError: Anything that cannot be read; the message names the path, the problem and what to do.

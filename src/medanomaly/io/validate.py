@@ -22,7 +22,7 @@ from medanomaly.types import Study
 logger = logging.getLogger(__name__)
 
 MAX_VOXELS_ENV = "MEDANOMALY_MAX_VOXELS"
-DEFAULT_MAX_VOXELS = 250_000_000  # 1 GB as float32
+DEFAULT_MAX_VOXELS = 250_000_000  # 1 GB as float32 (500 M values as int16: a 1,900-slice 512x512 CT series)
 VOXEL_HINT = f"set the environment variable {MAX_VOXELS_ENV} to a larger voxel count to allow it"
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 MALFORMED_HINT = "the file is malformed or corrupt; export or convert it again (e.g. gdcmconv, dcm2niix)"
@@ -48,14 +48,18 @@ def positive_env(name: str, default: int) -> int:
 
 
 def max_voxels() -> int:
-    """Largest accepted number of values in a study (slices x rows x columns x samples)."""
+    """Largest accepted number of float32 values in a study (slices x rows x columns x samples)."""
     return positive_env(MAX_VOXELS_ENV, DEFAULT_MAX_VOXELS)
 
 
-def check_voxels(path: Path, shape: tuple[int, ...], what: str = "image") -> None:
-    """Raise InputError when a header announces more than :func:`max_voxels` values (before allocating them)."""
+def check_voxels(path: Path, shape: tuple[int, ...], what: str = "image", itemsize: int = 4) -> None:
+    """Raise InputError when a header announces more than :func:`max_voxels` values (before allocating them).
+
+    The limit counts float32 values; a study kept in a 2-byte type (``itemsize`` 2: a CT series in int16) may hold
+    twice as many, so the limit bounds memory, not slices.
+    """
     total = math.prod(shape)
-    limit = max_voxels()
+    limit = max_voxels() * 4 // max(1, min(itemsize, 4))
     if total > limit:
         dims = "x".join(str(d) for d in shape)
         raise InputError(path, f"{what} of {dims} = {total:,} values is above the limit of {limit:,}", VOXEL_HINT)

@@ -12,6 +12,8 @@ from medanomaly.transforms.intensity import apply_window, equalize, parse_window
 from medanomaly.types import Study
 
 _NORMALIZATIONS = ("auto", "window", "percentile", "minmax", "none")
+#: Slices converted to float32 at a time: a 1000-slice 512x512 CT is never copied whole.
+CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -48,20 +50,33 @@ class Preprocessing:
             raise ValueError(msg)
 
     def apply(self, study: Study) -> tuple[np.ndarray, Geometry]:
-        """Prepare every slice of a study.
+        """Prepare every slice of a study, :data:`CHUNK` slices at a time (float32 copies of a chunk only).
 
         Returns:
             (S, C, R, R) float32 array in [0, 1] and the geometry shared by all slices.
         """
-        pixels = self._match_channels(study.pixels)
-        scaled = self._to_unit_range(pixels, study.meta)
-        slices, geometry = [], None
-        for image in scaled:
-            image = self._equalize(image)
-            resized, geometry = resize_pad(image, self.resolution)
-            slices.append(resized if resized.ndim == 3 else resized[..., None])
-        batch = np.stack(slices).transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(batch, dtype=np.float32), geometry
+        out: np.ndarray | None = None
+        geometry = None
+        bits = self._bit_depth(study.pixels, study.meta)
+        for start in range(0, len(study.pixels), CHUNK):
+            chunk = self._match_channels(study.pixels[start : start + CHUNK])
+            for index, image in enumerate(self._to_unit_range(chunk, study.meta, bits), start):
+                resized, geometry = resize_pad(self._equalize(image), self.resolution)
+                if out is None:
+                    channels = resized.shape[2] if resized.ndim == 3 else 1
+                    out = np.empty((len(study.pixels), channels, *resized.shape[:2]), np.float32)
+                out[index] = resized.transpose(2, 0, 1) if resized.ndim == 3 else resized[None]
+        if out is None or geometry is None:
+            msg = "the study holds no slices"
+            raise ValueError(msg)
+        return out, geometry
+
+    def _bit_depth(self, pixels: np.ndarray, meta: dict[str, Any]) -> int:
+        """Bit depth used by ``minmax``: the file's, else 16 when any value of the whole study exceeds 255, else 8."""
+        if self.normalize != "minmax" or meta.get("bit_depth"):
+            return int(meta.get("bit_depth") or 0)
+        peak = max(self._match_channels(pixels[i : i + CHUNK]).max(initial=0) for i in range(0, len(pixels), CHUNK))
+        return 16 if peak > 255 else 8
 
     def _match_channels(self, pixels: np.ndarray) -> np.ndarray:
         is_colour = pixels.ndim == 4
@@ -72,7 +87,7 @@ class Preprocessing:
             return np.repeat(pixels[..., None], 3, axis=-1)
         return pixels
 
-    def _to_unit_range(self, pixels: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    def _to_unit_range(self, pixels: np.ndarray, meta: dict[str, Any], bits: int) -> np.ndarray:
         mode = self.normalize
         if mode == "auto":
             is_hounsfield = meta.get("modality") == "CT" and meta.get("kind") in ("dicom", "dicom_series", "nifti")
@@ -84,7 +99,6 @@ class Preprocessing:
         if mode == "percentile":
             return np.stack([percentile_normalize(image, *self.percentiles) for image in pixels])
         if mode == "minmax":
-            bits = int(meta.get("bit_depth") or (16 if pixels.max(initial=0) > 255 else 8))
             return np.clip(pixels.astype(np.float32) / float(2**bits - 1), 0.0, 1.0)
         return np.clip(pixels.astype(np.float32), 0.0, 1.0)
 
