@@ -173,7 +173,7 @@ class Throttle:
             db.commit()
 
 
-def _row_query(kind: str, key: str) -> Select[tuple[LoginThrottle]]:
+def _row_query(kind: str, key: str) -> Select[LoginThrottle]:
     query = select(LoginThrottle).where(LoginThrottle.kind == kind, LoginThrottle.key == key)
     return query.execution_options(populate_existing=True)  # other requests may have changed the row
 
@@ -245,7 +245,7 @@ def unlock(db: Session, kind: str, key: str) -> bool:
     """Lift the lock and forget the failures of a user name or address (caller audits and commits)."""
     key = key.strip().lower() if kind == "user" else key.strip()
     result = db.execute(delete(LoginThrottle).where(LoginThrottle.kind == kind, LoginThrottle.key == key))
-    return bool(result.rowcount)
+    return bool(getattr(result, "rowcount", 0))
 
 
 def locks(db: Session, settings: Settings) -> list[dict[str, object]]:
