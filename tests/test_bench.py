@@ -159,6 +159,22 @@ def test_per_method_preprocessing_and_training(bench_data: Path, tmp_path: Path)
         parse_methods("conv_ae", ["conv_ae.preprocessing.resolutoin=64"])
 
 
+def test_each_method_gets_its_own_default_resolution_unless_given(bench_data: Path, tmp_path: Path) -> None:
+    from medanomaly.cli.bench import config_from
+    from medanomaly.cli.main import build_parser
+
+    def resolutions(*extra: str) -> dict[str, int]:
+        args = build_parser().parse_args(["bench", "--data", str(bench_data), "--out", str(tmp_path), *extra])
+        cells = plan_cells(config_from(args), tmp_path)
+        return {cell.spec["name"]: cell.spec["preprocessing"]["resolution"] for cell in cells}
+
+    assert resolutions("--methods", "region_gaussian,firefly_svm", "--seeds", "1") == {
+        "region_gaussian": 224,  # its default_resolution, as `medanomaly train` would use
+        "firefly_svm": 128,
+    }
+    assert set(resolutions("--methods", "region_gaussian", "--seeds", "1", "--resolution", "64").values()) == {64}
+
+
 def test_data_spec_parsing(tmp_path: Path) -> None:
     spec = parse_data_spec("../shared/data/covid_ct_cropped:CT_NonCOVID")
     assert spec.path == Path("../shared/data/covid_ct_cropped") and spec.normal_label == "CT_NonCOVID"

@@ -18,6 +18,7 @@ from medanomaly.cli.options import (
     preprocessing_from,
 )
 from medanomaly.evaluation.benchmark import BenchConfig, CellEngine, parse_data_spec, parse_methods, run_benchmark
+from medanomaly.registry import detector_class
 from medanomaly.training import TrainConfig
 
 _DESCRIPTION = """\
@@ -77,9 +78,15 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if args.patience is not None:
         overrides["patience"] = args.patience or None
+    methods = parse_methods(args.methods, args.param)
+    if args.resolution is None:  # as `medanomaly train`: each method at its own default input side
+        for spec in methods:
+            default = detector_class(spec.method).default_resolution
+            if default is not None:
+                spec.preprocessing.setdefault("resolution", default)
     return BenchConfig(
         data=[parse_data_spec(text) for text in args.data],
-        methods=parse_methods(args.methods, args.param),
+        methods=methods,
         seeds=args.seeds,
         preprocessing=preprocessing_from(args),
         postprocessing=postprocessing_from(args),
