@@ -29,7 +29,6 @@ from sklearn.metrics import roc_auc_score
 
 from medanomaly.data.datasets import DatasetIndex, Sample, load_index
 from medanomaly.data.loading import Failure
-from medanomaly.detectors.torch_base import TorchDetector
 from medanomaly.errors import InputError
 from medanomaly.evaluation.metrics import operating_point
 from medanomaly.fitting import FitOptions, fit_detector, needs_abnormal
@@ -165,6 +164,8 @@ def retrain_model(
     old = Model.load(model_dir, device=options.device)  # stays as served: the "before"
     index, original = _training_index(old, train_part, source)
     fit = replace(_fit_options(old, options), on_epoch=_epoch_progress(report))
+    from medanomaly.detectors.torch_base import TorchDetector  # here: `medanomaly --help` imports no method code
+
     warm = isinstance(old.detector, TorchDetector)
     fresh = Model.load(model_dir, device=options.device).detector if warm else None
     detector = fresh or create(old.method, **old.detector.get_params())
