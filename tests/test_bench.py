@@ -175,6 +175,21 @@ def test_each_method_gets_its_own_default_resolution_unless_given(bench_data: Pa
     assert set(resolutions("--methods", "region_gaussian", "--seeds", "1", "--resolution", "64").values()) == {64}
 
 
+def test_each_method_gets_its_own_schedule_unless_given(bench_data: Path, tmp_path: Path) -> None:
+    from medanomaly.cli.bench import config_from
+    from medanomaly.cli.main import build_parser
+    from medanomaly.registry import detector_class
+
+    def train_of(*extra: str) -> dict[str, object]:
+        argv = ["bench", "--data", str(bench_data), "--out", str(tmp_path), "--methods", "anatpaste", "--seeds", "1"]
+        (cell,) = plan_cells(config_from(build_parser().parse_args([*argv, *extra])), tmp_path)
+        return cell.spec["train"]
+
+    own = detector_class("anatpaste").default_train
+    assert {key: train_of()[key] for key in own} == own
+    assert train_of("--epochs", "2")["max_epochs"] == 2
+
+
 def test_data_spec_parsing(tmp_path: Path) -> None:
     spec = parse_data_spec("../shared/data/covid_ct_cropped:CT_NonCOVID")
     assert spec.path == Path("../shared/data/covid_ct_cropped") and spec.normal_label == "CT_NonCOVID"

@@ -79,11 +79,14 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     if args.patience is not None:
         overrides["patience"] = args.patience or None
     methods = parse_methods(args.methods, args.param)
-    if args.resolution is None:  # as `medanomaly train`: each method at its own default input side
-        for spec in methods:
-            default = detector_class(spec.method).default_resolution
-            if default is not None:
-                spec.preprocessing.setdefault("resolution", default)
+    for spec in methods:  # as `medanomaly train`: each method's own input side and schedule unless given
+        cls = detector_class(spec.method)
+        if args.resolution is None and cls.default_resolution is not None:
+            spec.preprocessing.setdefault("resolution", cls.default_resolution)
+        if not args.tiny:
+            for key, value in cls.default_train.items():
+                if key not in overrides:
+                    spec.train.setdefault(key, value)
     return BenchConfig(
         data=[parse_data_spec(text) for text in args.data],
         methods=methods,

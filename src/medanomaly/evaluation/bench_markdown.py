@@ -51,7 +51,7 @@ def _protocol(config: BenchConfig) -> list[str]:
         "supervised methods get the labelled train abnormals. The threshold is calibrated on held-out normals "
         f"({_rule(config)}; the val split's normals when there is one, else 10 % of the "
         "train normals), then the official test split is scored once. "
-        f"Input {pre.resolution}×{pre.resolution}, {pre.channels} channel(s), normalisation `{pre.normalize}`; "
+        f"Input side: the Res. column; {pre.channels} channel(s), normalisation `{pre.normalize}`; "
         f"{limits}; {'seed 0' if config.seeds == 1 else f'seeds 0–{config.seeds - 1}'}.{tiny}",
     ]
 
