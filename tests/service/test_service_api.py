@@ -239,3 +239,13 @@ def login_as(app, username: str, password: str):
     client = TestClient(app)
     assert client.post("/api/auth/login", json={"username": username, "password": password}).status_code == 200
     return client
+
+
+def test_model_problem_banner_names_server_folders_to_admins_only(app, rad, admin) -> None:
+    app.state.store.errors["chest"] = "/srv/secret/models/chest: model directory not found"
+    try:
+        assert "/srv/secret" not in rad.client.get("/").text
+        assert "ask an administrator" in rad.client.get("/").text
+        assert "/srv/secret/models/chest" in admin.client.get("/").text
+    finally:
+        app.state.store.errors.pop("chest")

@@ -172,9 +172,16 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
         csrf_token=csrf_token(request.session),
         flash=request.session.pop("flash", None),
         version=__version__,
-        store_errors=request.app.state.store.errors,
+        store_errors=_visible_store_errors(request.app.state.store.errors, context["user"]),
     )
     return request.app.state.templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def _visible_store_errors(errors: dict[str, str], user: Any) -> dict[str, str]:
+    """Model problems for the banner: the full reason (it may name server folders) for admins only."""
+    if user is not None and getattr(user, "is_admin", False):
+        return dict(errors)
+    return {name: "ask an administrator (they see the reason here; it is also in the server log)" for name in errors}
 
 
 def flash(request: Request, message: str, kind: str = "info") -> None:
