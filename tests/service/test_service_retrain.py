@@ -121,3 +121,14 @@ def test_a_job_cut_by_a_restart_is_marked_failed(app_factory, tmp_path: Path) ->
     restarted = app_factory()
     failed = login(restarted, "admin").client.get(f"/api/retraining/{job['id']}").json()
     assert failed["status"] == "failed" and "restart" in failed["error"]
+
+
+def test_two_simultaneous_starts_queue_one_job(app, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    label_studies(app, tmp_path, 2)
+    admins = [login(app, "admin") for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(lambda s: s.post("/api/models/chest/retrain", json={"epochs": 1}).status_code, admins))
+    assert sorted(codes) == [202, 422, 422, 422], codes  # one queued; the others told a retraining is open
+    assert len(admins[0].client.get("/api/retraining").json()) == 1

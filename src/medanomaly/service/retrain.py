@@ -54,6 +54,7 @@ class RetrainRunner:
         self.store = store
         self.settings = settings
         self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()  # the "one open job" check and the insert happen as one step
 
     def recover(self) -> int:
         """Mark the jobs a previous run left open as failed; returns how many."""
@@ -76,31 +77,33 @@ class RetrainRunner:
         current = self.store.active(db, name)
         if current is None:
             raise ValueError(f"model {name!r} has no usable active version ({self.store.errors.get(name, 'unknown')})")
-        running = db.scalar(select(RetrainJob).where(RetrainJob.status.in_(_OPEN)))
-        if running is not None:
-            raise ValueError(
-                f"retraining #{running.id} of {running.model_name!r} is still {running.status}: wait for it"
+        with self._starting:
+            db.commit()  # end this session's read snapshot: see a job another request committed a moment ago
+            running = db.scalar(select(RetrainJob).where(RetrainJob.status.in_(_OPEN)))
+            if running is not None:
+                raise ValueError(
+                    f"retraining #{running.id} of {running.model_name!r} is still {running.status}: wait for it"
+                )
+            split_feedback(self._feedback(db, name), options)  # refuses too few confirmed normals now, not later
+            job = RetrainJob(
+                model_name=name,
+                from_version=current.version,
+                options=_options_record(options),
+                created_by_id=user.id,
+                created_by=user.username,
             )
-        split_feedback(self._feedback(db, name), options)  # refuses too few confirmed normals now, not later
-        job = RetrainJob(
-            model_name=name,
-            from_version=current.version,
-            options=_options_record(options),
-            created_by_id=user.id,
-            created_by=user.username,
-        )
-        db.add(job)
-        db.flush()
-        audit.record(
-            db,
-            user,
-            "model.retrain.start",
-            f"retrain:{job.id}",
-            name=name,
-            from_version=current.version,
-            epochs=options.epochs,
-        )
-        db.commit()
+            db.add(job)
+            db.flush()
+            audit.record(
+                db,
+                user,
+                "model.retrain.start",
+                f"retrain:{job.id}",
+                name=name,
+                from_version=current.version,
+                epochs=options.epochs,
+            )
+            db.commit()
         if self.settings.start_worker:
             self._thread = threading.Thread(target=self.run_pending, name="medanomaly-retrain", daemon=True)
             self._thread.start()
