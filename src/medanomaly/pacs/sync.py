@@ -213,6 +213,8 @@ def score_unit(
         study = read_study(path, color=model.preprocessing.channels == 3)
         result = score_study(model, study)
         context = result_context(model, result, source_headers(study, path), uid_root)
+        raw = study if worklist is not None else None  # the pixels (0.5 GB for a 1000-slice CT) only if registered
+        del study
         datasets, outcome.notes = build_results(model, result, list(context.sources), context=context)
     except (InputError, ModelError, ValueError) as error:
         logger.warning("not scored: %s", error)
@@ -228,8 +230,8 @@ def score_unit(
         outbox.add(build_rejection(context, superseded), "ko", *keys)
         outcome.queued.append("ko")
         outcome.notes.append(f"{len(superseded)} older result instance(s) of these images superseded")
-    if worklist is not None:
-        outcome.registered = worklist.register(model, info.series_uid, study, result, path)
+    if worklist is not None and raw is not None:
+        outcome.registered = worklist.register(model, info.series_uid, raw, result, path)
     return outcome
 
 
