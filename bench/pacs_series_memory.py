@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from series_memory import write_model, write_series  # noqa: E402  (the same series and model)
+from series_memory import write_model, write_series
 
 
 def with_frame_of_reference(folder: Path) -> Path:
@@ -75,8 +75,12 @@ def measure(model_dir: Path, series: Path, region_threshold: float, stage: str) 
             sizes: dict[str, int] = {}
             for item in outbox.items():
                 sizes[item.kind] = sizes.get(item.kind, 0) + (outbox.root / item.path).stat().st_size
-            row.update(score=outcome.result.score, findings=len(outcome.result.findings), queued=outcome.queued,
-                       mb_on_disk={kind: round(size / 2**20, 2) for kind, size in sizes.items()})
+            row.update(
+                score=outcome.result.score,
+                findings=len(outcome.result.findings),
+                queued=outcome.queued,
+                mb_on_disk={kind: round(size / 2**20, 2) for kind, size in sizes.items()},
+            )
     row.update(seconds=round(time.perf_counter() - started, 2), peak_rss_mb=round(_status_mb("VmHWM"), 1))
     return row
 
@@ -102,13 +106,26 @@ def main() -> int:
     rows = []
     for n in args.slices:
         series = with_frame_of_reference(write_series(work / f"ct_{n}_{args.size}", n, args.size))
-        command = [sys.executable, __file__, "--child", str(model_dir), str(series),
-                   "--region-threshold", str(args.region_threshold), "--stage", args.stage]
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(model_dir),
+            str(series),
+            "--region-threshold",
+            str(args.region_threshold),
+            "--stage",
+            args.stage,
+        ]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    summary = {"rows": rows, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "loadavg": os.getloadavg(),
-               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+    summary = {
+        "rows": rows,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "loadavg": os.getloadavg(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    }
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
     return 0

@@ -3,7 +3,9 @@
 Kept in the outbox's ``index.sqlite`` (table ``studies`` plus ``meta``). A study is scored once it is *stable*: its
 count of source instances has not changed for ``stable_seconds`` (Orthanc's own StableAge idea, measured over
 DICOMweb). A study that gains instances after it was scored is scored again (its new results supersede the old).
-A failed study is tried again after ``interval * 2**(failures - 1)`` seconds, at most ``study_backoff_max``.
+A failed study is tried again after ``interval * 2**(failures - 1)`` seconds, at most ``study_backoff_max``. A
+study is recorded as failed *before* it is scored, so one that kills or hangs the watcher also waits its back-off
+after a restart instead of being taken again first.
 """
 
 from __future__ import annotations
@@ -106,6 +108,13 @@ class StudyLedger:
                 "detail = excluded.detail, updated = excluded.updated, attempts = excluded.attempts, "
                 "next_try = excluded.next_try",
                 (study_uid, status, detail, _iso(_now()), attempts, next_try),
+            )
+
+    def explain(self, study_uid: str, detail: str) -> None:
+        """Replace what ``pacs status`` shows for a study, keeping its status, attempts and next try."""
+        with self._db() as db:
+            db.execute(
+                "UPDATE studies SET detail = ?, updated = ? WHERE study_uid = ?", (detail, _iso(_now()), study_uid)
             )
 
     @staticmethod

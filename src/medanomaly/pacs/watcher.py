@@ -4,7 +4,9 @@ Each poll sends what is pending, lists the studies of the watched modalities fro
 of the first start, remembered; the studies already there at that first start are left alone), counts each
 study's source instances and scores it when the count has not changed for ``stable_seconds``. A study that gains
 instances later is scored again (the new results supersede the old). A study that fails is tried again with
-back-off. Studies are taken smallest first, so a large one never holds back the small ones behind it.
+back-off; a study is marked failed before it is scored, so one that kills or hangs the watcher (out of memory)
+also waits its back-off after a restart. Studies are taken smallest first, so a large one never holds back the
+small ones behind it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from medanomaly.pacs.worklist import Worklist
 
 logger = logging.getLogger(__name__)
+UNFINISHED = "scoring started but did not finish (the watcher was stopped, killed or hung); tried again later"
 
 
 def source_instances(client: PacsClient, study_uid: str, modalities: tuple[str, ...]) -> int:
@@ -74,20 +77,22 @@ def watch_once(
     reports = []
     backoff = (max(settings.interval, 1.0), settings.study_backoff_max)
     for study_uid in stable_studies(client, ledger, settings):
+        ledger.remember(study_uid, "failed", UNFINISHED, backoff)  # stays if the process is killed or hangs
         try:
             report = process_study(
                 client, model, study_uid, outbox, settings, worklist=worklist, modalities=settings.modalities
             )
         except (PacsUnavailableError, PacsConfigError):
+            ledger.remember(study_uid, "arriving", "not scored: the PACS link failed; tried again next pass")
             raise
         except Exception as error:  # one study's failure (even out of memory) must not stop the others
             if not isinstance(error, PacsError):
                 logger.exception("study %s failed; it is tried again later", study_uid)
-            ledger.remember(study_uid, "failed", f"{type(error).__name__}: {error}", backoff)
+            ledger.explain(study_uid, f"{type(error).__name__}: {error}")
             continue
         errors = "; ".join(o.error for o in report.outcomes if o.error)
         if errors and not report.scored:
-            ledger.remember(study_uid, "failed", errors, backoff)
+            ledger.explain(study_uid, errors)
         else:
             ledger.remember(study_uid, "done" if report.scored else "skipped", errors or f"{len(report.scored)} scored")
         reports.append(report)
