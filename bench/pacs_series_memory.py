@@ -10,7 +10,8 @@ after imports and model load, the seconds, the objects queued and their bytes on
 
     .venv/bin/python bench/pacs_series_memory.py --slices 28 300 1000 --out /tmp/pacs_series_memory.json
 
-``--stage score`` stops after read + score (the part ``bench/series_memory.py`` measures), for comparison.
+``--worklist`` also registers the result in a web-service worklist (``pacs watch --db``: the source pixels are
+kept for it); ``--stage score`` stops after read + score (the part ``bench/series_memory.py`` measures), for comparison.
 """
 
 from __future__ import annotations
@@ -49,26 +50,44 @@ def _status_mb(key: str) -> float:
         return next(int(line.split()[1]) for line in status if line.startswith(f"{key}:")) / 1024
 
 
-def measure(model_dir: Path, series: Path, region_threshold: float, stage: str) -> dict[str, object]:
+def with_region_threshold(model_dir: Path, region_threshold: float) -> Path:
+    """A copy of the model (next to it) whose findings, SEG and heat-maps start at ``region_threshold``."""
+    from medanomaly.model import Model
+
+    target = model_dir.with_name(f"{model_dir.name}_region_{region_threshold:g}")
+    if not (target / "model.json").exists():
+        Model.load(model_dir, device="cpu").with_postprocessing(region_threshold=region_threshold).save(target)
+    return target
+
+
+def measure(model_dir: Path, series: Path, stage: str, with_worklist: bool = False) -> dict[str, object]:
     """Child side: load the model, run the PACS link's scoring unit on the series, return peak RSS and timings."""
     from medanomaly.io import read_study
     from medanomaly.model import Model
     from medanomaly.pacs.client import SeriesInfo
     from medanomaly.pacs.outbox import Outbox
     from medanomaly.pacs.sync import score_unit
+    from medanomaly.pacs.worklist import Worklist
     from medanomaly.pipeline import score_study
 
-    model = Model.load(model_dir, device="cpu").with_postprocessing(region_threshold=region_threshold)
+    model = Model.load(model_dir, device="cpu")
+    model.info["path"] = str(model_dir)  # as ``medanomaly pacs`` does
     base = _status_mb("VmRSS")
     started = time.perf_counter()
-    row: dict[str, object] = {"slices": len(list(series.glob("*.dcm"))), "stage": stage, "rss_after_load_mb": base}
+    row: dict[str, object] = {
+        "slices": len(list(series.glob("*.dcm"))),
+        "stage": stage,
+        "worklist": with_worklist,
+        "rss_after_load_mb": base,
+    }
     if stage == "score":
         result = score_study(model, read_study(series))
         row.update(score=result.score, findings=len(result.findings))
     else:
         with tempfile.TemporaryDirectory() as tmp:
             outbox = Outbox(Path(tmp) / "outbox")
-            outcome = score_unit(model, series, SeriesInfo("1.2.3", "CT"), outbox)
+            worklist = Worklist(f"sqlite:///{tmp}/service.sqlite") if with_worklist else None
+            outcome = score_unit(model, series, SeriesInfo("1.2.3", "CT"), outbox, worklist)
             if outcome.error:
                 raise RuntimeError(outcome.error)
             assert outcome.result is not None
@@ -92,16 +111,17 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--region-threshold", type=float, default=0.2)
     parser.add_argument("--stage", choices=["results", "score"], default="results")
+    parser.add_argument("--worklist", action="store_true", help="also register in a web-service worklist (SQLite)")
     parser.add_argument("--workdir", default="/tmp/medanomaly_pacs_series_memory")
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "SERIES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        row = measure(Path(args.child[0]), Path(args.child[1]), args.region_threshold, args.stage)
+        row = measure(Path(args.child[0]), Path(args.child[1]), args.stage, args.worklist)
         print(json.dumps(row))
         return 0
     work = Path(args.workdir)
-    model_dir = write_model(work / "model")
+    model_dir = with_region_threshold(write_model(work / "model"), args.region_threshold)
     env = {**os.environ, "MEDANOMALY_MAX_VOXELS": str(max(args.slices) * args.size**2 * 2)}
     rows = []
     for n in args.slices:
@@ -112,10 +132,9 @@ def main() -> int:
             "--child",
             str(model_dir),
             str(series),
-            "--region-threshold",
-            str(args.region_threshold),
             "--stage",
             args.stage,
+            *(["--worklist"] if args.worklist else []),
         ]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
