@@ -77,7 +77,21 @@ def _to_display(pixels: np.ndarray) -> np.ndarray:
         shape = (round(height * scale), round(width * scale)) + pixels.shape[3:]
         pixels = np.stack([resize(s, shape, order=1, preserve_range=True, anti_aliasing=True) for s in pixels])
         pixels = pixels.astype(np.uint8 if pixels.ndim == 4 else np.float32)
-    return pixels if pixels.ndim == 4 else pixels.astype(np.float32)
+    if pixels.ndim == 4 or pixels.dtype in _EXACT_GREY:
+        return pixels  # colour, or whole-number grey (CT in HU, 8/16-bit): stored as it is, no float32 copy
+    return pixels.astype(np.float32)
+
+
+#: Grey dtypes the display arrays keep as they are (a 1000-slice CT stays int16: 0.5 GB, not 1 GB of float32).
+_EXACT_GREY = (np.dtype(np.uint8), np.dtype(np.int16), np.dtype(np.uint16))
+#: Slices the display percentiles are taken from (evenly spaced): bounded memory for long series.
+_PERCENTILE_SLICES = 128
+
+
+def _percentiles(display: np.ndarray, levels: list[float]) -> list[float]:
+    """Percentiles of a grey volume from at most :data:`_PERCENTILE_SLICES` evenly spaced slices."""
+    step = max(1, len(display) // _PERCENTILE_SLICES)
+    return [float(v) for v in np.percentile(display[::step], levels)]
 
 
 def _extra_images(result: StudyResult) -> dict[str, np.ndarray]:
@@ -100,8 +114,8 @@ def save_arrays(path: Path, study: Study, result: StudyResult, model: Model) -> 
     header: dict[str, Any] = {
         "is_hu": study.meta.get("modality") == "CT" and study.meta.get("kind") in _HU_KINDS,
         "file_window": list(study.meta["window"]) if study.meta.get("window") else None,
-        "auto_range": [float(v) for v in np.percentile(display, [0.5, 99.5])] if grey else [0.0, 255.0],
-        "contrast_range": [float(v) for v in np.percentile(display, [5, 95])] if grey else [0.0, 255.0],
+        "auto_range": _percentiles(display, [0.5, 99.5]) if grey else [0.0, 255.0],
+        "contrast_range": _percentiles(display, [5.0, 95.0]) if grey else [0.0, 255.0],
         "full_range": [float(display.min()), float(display.max())] if grey else [0.0, 255.0],
         "region_threshold": model.postprocessing.region_threshold,
         "map_range": _map_range(maps, model.postprocessing.region_threshold),
