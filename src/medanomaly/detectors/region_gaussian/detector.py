@@ -194,13 +194,15 @@ class RegionGaussian(BaseDetector):
         pooled = self._region_features(images)
         distances = torch.cat([gaussian(part) for gaussian, part in zip(self.gaussians_, pooled, strict=True)], 1)
         standard = (distances - self.standardiser_.mean) / self.standardiser_.scale
-        maps, offset = [], 0
-        for side in self._regions().values():
-            grid = standard[:, offset : offset + side * side].reshape(-1, 1, side, side)
-            maps.append(F.interpolate(grid, size=(4 * side, 4 * side), mode="bilinear", align_corners=False))
-            offset += side * side
-        common = max(int(m.shape[-1]) for m in maps)
-        stacked = torch.stack([F.interpolate(m, size=(common, common), mode="bilinear") for m in maps]).mean(0)
+        sides = list(self._regions().values())
+        common = 4 * max(sides)  # every layer's region grid on one grid, then averaged
+        grids = torch.split(standard, [side * side for side in sides], dim=1)
+        stacked = torch.stack(
+            [
+                F.interpolate(grid.reshape(-1, 1, side, side), size=(common, common), mode="bilinear")
+                for grid, side in zip(grids, sides, strict=True)
+            ]
+        ).mean(0)
         height, width = (int(size) for size in images.shape[-2:])
         anomaly_maps = smooth_maps(stacked[:, 0], (height, width), self.sigma)
         return Prediction(scores=standard.mean(dim=1).cpu(), anomaly_maps=anomaly_maps.cpu())
