@@ -84,6 +84,8 @@ class AnomalyPro(TorchDetector):
         "width": 8, "n_res": 2, "critic_width": 16, "critic_layers": 2, "learning_rate": 1e-3,
     }  # fmt: skip
     tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 4, "batch_size": 16}
+    #: The size its networks are built for on a CPU (docs/methods/anomalypro.md); 128 px costs about 4x per step.
+    default_resolution: ClassVar[int | None] = 64
 
     def __init__(
         self,

@@ -60,6 +60,8 @@ class Fanogan(TorchDetector):
     #: One critic step per generator step: five would leave ~15 generator steps in the tiny budget.
     tiny_params: ClassVar[dict[str, Any]] = {"width": 16, "latent_dim": 32, "n_critic": 1}
     tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 8, "batch_size": 16}
+    #: The size its networks are built for on a CPU (docs/methods/fanogan.md); 128 px costs about 4x per step.
+    default_resolution: ClassVar[int | None] = 64
 
     def __init__(
         self,
