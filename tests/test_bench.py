@@ -168,9 +168,11 @@ def test_each_method_gets_its_own_default_resolution_unless_given(bench_data: Pa
         cells = plan_cells(config_from(args), tmp_path)
         return {cell.spec["name"]: cell.spec["preprocessing"]["resolution"] for cell in cells}
 
-    assert resolutions("--methods", "region_gaussian,firefly_svm", "--seeds", "1") == {
+    assert resolutions("--methods", "region_gaussian,firefly_svm,ganomaly,fanogan", "--seeds", "1") == {
         "region_gaussian": 224,  # its default_resolution, as `medanomaly train` would use
         "firefly_svm": 128,
+        "ganomaly": 64,  # the GAN baselines' CPU size
+        "fanogan": 64,
     }
     assert set(resolutions("--methods", "region_gaussian", "--seeds", "1", "--resolution", "64").values()) == {64}
 

@@ -27,6 +27,8 @@ class AveragedGan(TorchDetector):
 
     automatic_optimization: ClassVar[bool] = False
     monitor: ClassVar[str] = "val_reconstruction"
+    #: The size the DCGAN networks are built for on a CPU (docs/methods/); 128 px costs about 4x per step.
+    default_resolution: ClassVar[int | None] = 64
     width: int
     ema_decay: float
 

@@ -44,8 +44,6 @@ class Alad(AveragedGan):
 
     tiny_params: ClassVar[dict[str, Any]] = {"width": 8, "latent_dim": 32, "learning_rate": 1e-3}
     tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 12, "batch_size": 16}
-    #: The size its networks are built for on a CPU (docs/methods/alad.md); 128 px costs about 4x per step.
-    default_resolution: ClassVar[int | None] = 64
 
     def __init__(
         self,
