@@ -14,7 +14,14 @@ from medanomaly.detectors.fanogan import Fanogan, FanoganNet
 from medanomaly.detectors.fanogan.network import critic_loss, izif_residual
 from medanomaly.training import StepContext, TrainConfig, Trainer
 
-PARAMS = {"width": 8, "latent_dim": 8, "n_critic": 2, "learning_rate": 1e-3, "encoder_learning_rate": 1e-3}
+PARAMS = {
+    "width": 8,
+    "latent_dim": 8,
+    "n_critic": 2,
+    "learning_rate": 1e-3,
+    "encoder_learning_rate": 1e-3,
+    "gan_steps": None,
+}
 
 
 def _config(**changes) -> TrainConfig:
@@ -119,6 +126,16 @@ def test_resume_skips_the_finished_gan_and_continues_the_encoder(trained, images
     payload = torch.load(tmp_path / "ckpt" / "gan" / "last.pt", weights_only=True)
     assert set(payload["optimizers"]) == {"generator", "critic"}
     assert all(opt["state"] for opt in payload["optimizers"].values())
+
+
+def test_gan_phase_is_counted_in_generator_steps(images: torch.Tensor) -> None:
+    """36 training images at batch 16 are 2 critic steps per epoch: 3 generator steps of 2 critic steps = 3 epochs."""
+    detector = Fanogan(**{**PARAMS, "gan_steps": 3}).fit(images, trainer=Trainer(_config(max_epochs=50)))
+    history = detector.history_
+    assert _epochs(history, "gan") == [0, 1, 2]
+    assert detector.counter_.value("generator_steps") == 3
+    assert history.phases["gan"]["stopped_because"] == "max_steps=6 reached (3 epochs)"
+    assert history.phases["gan"]["converged"] is True
 
 
 def test_time_budget_is_shared_by_both_phases(images: torch.Tensor) -> None:

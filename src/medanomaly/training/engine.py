@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,8 @@ class TrainConfig:
 
     Attributes:
         max_epochs: Upper bound on epochs (the schedule; early stopping usually ends training before it).
+        max_steps: When set, the schedule is counted in optimisation steps (batches) instead: the phase runs
+            ``ceil(max_steps / batches per epoch)`` epochs, whatever ``max_epochs`` says.
         max_minutes: Wall-clock safety net; training stops at the end of the batch that crosses it and the history
             says it did not converge. None = no limit.
         batch_size: Images per step.
@@ -52,6 +54,7 @@ class TrainConfig:
     """
 
     max_epochs: int = 50
+    max_steps: int | None = None
     max_minutes: float | None = None
     batch_size: int = 32
     val_fraction: float = 0.1
@@ -143,6 +146,8 @@ class Trainer:
         generator = torch.Generator().manual_seed(int(detector.random_state or 0))
         drop_last = len(train_set) > config.batch_size
         loader = DataLoader(train_set, config.batch_size, shuffle=True, drop_last=drop_last, generator=generator)
+        if config.max_steps is not None:
+            config = replace(config, max_epochs=max(math.ceil(config.max_steps / max(len(loader), 1)), 1))
         total = self.config.max_minutes * 60.0 if self.config.max_minutes else math.inf
         own = config.max_minutes * 60.0 if config.max_minutes else math.inf
         budget = min(own, max(total - used_before, 0.06))
@@ -195,7 +200,7 @@ class Trainer:
             history.stopped_because = self._stop_reason(out_of_time, epoch, history, config)
             if history.stopped_because:
                 break
-        history.stopped_because = history.stopped_because or f"max_epochs={config.max_epochs} reached"
+        history.stopped_because = history.stopped_because or _schedule_end(config)
         if best_state is not None:
             detector.load_training_state(best_state)
         history.seconds = time.monotonic() - phase.started
@@ -266,6 +271,13 @@ class Trainer:
         history.resumed_from_epoch = int(next_epoch)
         logger.info("resumed from %s at epoch %d", path, next_epoch)
         return int(next_epoch), payload["best_state"]
+
+
+def _schedule_end(config: TrainConfig) -> str:
+    """Why a phase that ran its whole schedule stopped."""
+    if config.max_steps is not None:
+        return f"max_steps={config.max_steps} reached ({config.max_epochs} epochs)"
+    return f"max_epochs={config.max_epochs} reached"
 
 
 def _merge(histories: dict[str, TrainingHistory]) -> TrainingHistory:

@@ -6,9 +6,11 @@ Analysis 54 (2019), https://doi.org/10.1016/j.media.2019.01.010.
 Training has two phases, both run by the shared :class:`~medanomaly.training.Trainer`:
 
 1. ``gan``: generator and critic, WGAN-GP (lambda_gp = 10, n_critic = 5: the generator steps once per five critic
-   steps, counted in a saved buffer so resuming keeps the rhythm). No label-free measure reliably ranks GAN epochs
-   (the critic's Wasserstein estimate starts near 0 while the critic is untrained), so this phase keeps its last
-   epoch, as the paper does: the monitored value is the count of generator steps.
+   steps, counted in a saved buffer so resuming keeps the rhythm). Its schedule is counted in generator steps
+   (``gan_steps``), as WGAN-GP training is, not in epochs: a small data set gets more epochs, a large one fewer. No
+   label-free measure reliably ranks GAN epochs (the critic's Wasserstein estimate starts near 0 while the critic is
+   untrained), so this phase keeps its last epoch, as the paper does: the monitored value is the count of generator
+   steps.
 2. ``encoder``: G and D frozen, the encoder learns izi_f (image MSE + kappa * critic-feature MSE of G(E(x))).
    Early stopping and the best epoch use izi_f on held-out normals.
 
@@ -51,6 +53,8 @@ class Fanogan(TorchDetector):
             WGAN-GP's, so that a few CPU minutes give a usable generator (see docs/methods/fanogan.md).
         encoder_learning_rate: Adam learning rate of the encoder (betas 0.9, 0.999); the authors used 5e-5 over
             50 000 iterations.
+        gan_steps: Generator steps of the GAN phase (each follows ``n_critic`` critic steps); the phase runs as many
+            epochs as that takes. None = the GAN phase runs ``max_epochs`` epochs like the encoder phase.
         gan_time_share: Share of ``--max-minutes`` given to the GAN phase; the encoder gets what is left.
         random_state: Seed of initialisation, latent draws, shuffling and the validation split.
     """
@@ -58,7 +62,7 @@ class Fanogan(TorchDetector):
     automatic_optimization: ClassVar[bool] = False
     phases: ClassVar[tuple[str, ...]] = PHASES
     #: One critic step per generator step: five would leave ~15 generator steps in the tiny budget.
-    tiny_params: ClassVar[dict[str, Any]] = {"width": 16, "latent_dim": 32, "n_critic": 1}
+    tiny_params: ClassVar[dict[str, Any]] = {"width": 16, "latent_dim": 32, "n_critic": 1, "gan_steps": None}
     tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 8, "batch_size": 16}
     #: The size its networks are built for on a CPU (docs/methods/fanogan.md); 128 px costs about 4x per step.
     default_resolution: ClassVar[int | None] = 64
@@ -72,6 +76,7 @@ class Fanogan(TorchDetector):
         kappa: float = 1.0,
         learning_rate: float = 1e-3,
         encoder_learning_rate: float = 1e-3,
+        gan_steps: int | None = 2000,
         gan_time_share: float = 0.7,
         random_state: int | None = 0,
     ) -> None:
@@ -82,6 +87,7 @@ class Fanogan(TorchDetector):
         self.kappa = kappa
         self.learning_rate = learning_rate
         self.encoder_learning_rate = encoder_learning_rate
+        self.gan_steps = gan_steps
         self.gan_time_share = gan_time_share
         self.random_state = random_state
 
@@ -100,8 +106,15 @@ class Fanogan(TorchDetector):
     def _build(self, input_shape: tuple[int, ...], fitted: dict[str, Any]) -> None:
         channels, side = check_square(self.name, input_shape)
         stage_plan(side, self.width, owner=self.name)
-        if self.n_critic < 1 or not 0.0 < self.gan_time_share < 1.0:
-            msg = f"fanogan: need n_critic >= 1 and 0 < gan_time_share < 1, got {self.n_critic}, {self.gan_time_share}"
+        if (
+            self.n_critic < 1
+            or not 0.0 < self.gan_time_share < 1.0
+            or (self.gan_steps is not None and self.gan_steps < 1)
+        ):
+            msg = (
+                "fanogan: need n_critic >= 1, 0 < gan_time_share < 1 and gan_steps >= 1 (or None), got "
+                f"{self.n_critic}, {self.gan_time_share}, {self.gan_steps}"
+            )
             raise ValueError(msg)
         self.network_ = FanoganNet(channels, side, self.width, self.latent_dim)
         self.counter_ = StepCounter("critic_steps", "generator_steps")
@@ -112,11 +125,12 @@ class Fanogan(TorchDetector):
         return {"network": self.network_, "counter": self.counter_} if hasattr(self, "network_") else {}
 
     def phase_config(self, phase: str, config: TrainConfig) -> TrainConfig:
-        """The GAN phase runs all its epochs (no early stopping) within ``gan_time_share`` of the time budget."""
+        """The GAN phase: ``gan_steps`` generator steps, no early stopping, ``gan_time_share`` of the time budget."""
         if phase != "gan":
             return config
         minutes = None if config.max_minutes is None else self.gan_time_share * config.max_minutes
-        return replace(config, patience=None, max_minutes=minutes)
+        steps = None if self.gan_steps is None else self.gan_steps * self.n_critic
+        return replace(config, patience=None, max_minutes=minutes, max_steps=steps)
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Generator and critic Adams (GAN phase) or the encoder's Adam (encoder phase)."""
