@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from medanomaly.cli.options import parse_params
 from medanomaly.data.datasets import DatasetIndex, load_index
 from medanomaly.data.loading import load_images
 from medanomaly.detectors.residual_score import resolve_foreground
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="method hyper-parameter")
     args = parser.parse_args()
     cls = detector_class(args.method)
     preprocessing = Preprocessing(resolution=cls.default_resolution or 128)
@@ -62,11 +64,11 @@ def main() -> None:
         **({"max_epochs": args.epochs} if args.epochs else {}),
         **({"patience": args.patience or None} if args.patience is not None else {}),
     }
-    detector = create(args.method, random_state=args.seed)
+    detector = create(args.method, random_state=args.seed, **parse_params(args.param))
     started = time.time()
     detector.fit(images[fit_rows], trainer=Trainer(TrainConfig(progress=False, **schedule)))
     history = detector.history_
-    result = {"data": args.data, "method": args.method, "seed": args.seed, "schedule": schedule,
+    result = {"data": args.data, "method": args.method, "seed": args.seed, "params": args.param, "schedule": schedule,
               "epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
               "fit_seconds": round(time.time() - started, 1), "stopped": history.stopped_because,
               "foreground": resolve_foreground("auto", images[fit_rows])}  # fmt: skip
