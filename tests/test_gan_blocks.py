@@ -136,7 +136,10 @@ def test_gan_methods_train_without_a_validation_split(name: str) -> None:
     from medanomaly.training import TrainConfig, Trainer
 
     config = TrainConfig(max_epochs=2, batch_size=8, val_fraction=0.0, progress=False, patience=None)
-    detector = create(name, width=4, latent_dim=4).fit(torch.rand(16, 1, 32, 32), trainer=Trainer(config))
+    epochs_bound = {"gan_steps": None} if name == "fanogan" else {}  # f-AnoGAN's GAN phase: max_epochs, not steps
+    detector = create(name, width=4, latent_dim=4, **epochs_bound).fit(
+        torch.rand(16, 1, 32, 32), trainer=Trainer(config)
+    )
     history = detector.history_ if isinstance(detector.history_, dict) else detector.history_.to_dict()
     if name == "fanogan":  # two phases: the merged history tags each epoch with its phase
         assert list(history["phases"]) == ["gan", "encoder"]
