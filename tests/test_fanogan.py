@@ -152,6 +152,7 @@ def test_time_budget_is_shared_by_both_phases(images: torch.Tensor) -> None:
         ((4, 1, 32, 48), {}, "fanogan needs square images"),
         ((4, 1, 40, 40), {}, "multiple of 16"),
         ((4, 1, 32, 32), {"n_critic": 0}, "n_critic"),
+        ((4, 1, 32, 32), {"gan_steps": 0}, "gan_steps >= 1"),
     ],
 )
 def test_bad_inputs_fail_clearly(shape, params, message: str) -> None:
