@@ -23,7 +23,7 @@ from medanomaly.training import StepContext, TrainConfig, Trainer
 from medanomaly.transforms import Preprocessing
 
 LESION = (0.09, 0.13)
-TINY = {"backbone": "tiny", "width": 8, "latent_dim": 32}
+TINY = {"backbone": "tiny", "width": 8, "latent_dim": 32, "stage_epochs": None}  # growth over half the epochs
 
 
 @pytest.fixture(scope="module")

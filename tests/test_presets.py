@@ -15,6 +15,7 @@ from medanomaly.cli.options import (
     train_config_from,
 )
 from medanomaly.detectors.conv_ae import ConvAutoencoder
+from medanomaly.registry import detector_class
 from medanomaly.transforms import Preprocessing
 from medanomaly.transforms.presets import PRESETS, apply_preset, choose_preset, get_preset, preset_from_header
 
@@ -68,6 +69,8 @@ def test_cli_uses_the_methods_resolution_and_schedule_unless_given() -> None:
     config = train_config_from(args, "conv_ae")
     assert config.max_epochs == ConvAutoencoder.default_train["max_epochs"]
     assert config.patience == ConvAutoencoder.default_train["patience"]
+    assert config.min_delta == 0.0  # conv_ae counts any fall of its validation loss
+    assert train_config_from(args, "alad").min_delta == detector_class("alad").default_train["min_delta"] > 0
     given = parser.parse_args(["--resolution", "32", "--epochs", "3", "--patience", "0"])
     assert preprocessing_from(given, "conv_ae").resolution == 32
     assert (train_config_from(given, "conv_ae").max_epochs, train_config_from(given, "conv_ae").patience) == (3, None)

@@ -79,3 +79,30 @@ def test_each_step_gets_its_context(phantom_train, monkeypatch) -> None:
     assert {context.phase for context in seen} == {"train"} and seen[4].epochs_done == 1 + 1 / 3
     assert all(context.budget_used == 0.0 for context in seen)  # no budget given
     assert detector.history_.steps == 6
+
+
+def _scripted_metric(monkeypatch, detector, values) -> None:
+    """Make ``detector``'s epoch metric follow ``values`` (one per epoch)."""
+    metrics = iter(values)
+    monkeypatch.setattr(type(detector), "epoch_metric", lambda self, val_set, record: next(metrics))
+
+
+def test_min_delta_ends_a_metric_that_only_creeps(phantom_train, monkeypatch) -> None:
+    creeping = [0.9998**epoch for epoch in range(6)]  # falls by 0.02 % per epoch: 0.06 % within the patience
+    base = dict(max_epochs=6, batch_size=16, progress=False, patience=3)
+    detector = _detector()
+    _scripted_metric(monkeypatch, detector, creeping)
+    history = detector.fit(phantom_train[:32], trainer=Trainer(TrainConfig(min_delta=0.001, **base))).history_
+    assert history.stopped_because == "no improvement of val_loss by more than 0.10% for 3 epochs"
+    assert (history.best_epoch, len(history.epochs)) == (0, 4)
+    detector = _detector()
+    _scripted_metric(monkeypatch, detector, creeping)
+    history = detector.fit(phantom_train[:32], trainer=Trainer(TrainConfig(**base))).history_
+    assert history.stopped_because == "max_epochs=6 reached" and history.best_epoch == 5  # any fall counts
+
+
+def test_max_steps_sets_the_epochs_from_the_loader(phantom_train) -> None:
+    config = TrainConfig(max_steps=7, batch_size=8, val_fraction=0.25, progress=False, patience=None)
+    history = _detector().fit(phantom_train[:32], trainer=Trainer(config)).history_
+    assert history.stopped_because == "max_steps=7 reached (3 epochs)"  # 24 training images: 3 batches per epoch
+    assert (len(history.epochs), history.steps) == (3, 9)

@@ -50,7 +50,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_config_from(args: argparse.Namespace, method: str | None = None) -> TrainConfig:
-    """TrainConfig from the parsed arguments; unset epochs, batch size and patience are ``method``'s defaults."""
+    """TrainConfig from the parsed arguments; unset epochs, batch size, patience and min_delta are ``method``'s."""
     method_defaults = getattr(_method_class(method), "default_train", {})
     defaults = {"max_epochs": 50, "batch_size": 32, "patience": 8, **method_defaults}
     patience = defaults["patience"] if args.patience is None else args.patience
@@ -59,6 +59,7 @@ def train_config_from(args: argparse.Namespace, method: str | None = None) -> Tr
         max_minutes=args.max_minutes,
         batch_size=args.batch_size or defaults["batch_size"],
         patience=patience or None,
+        min_delta=defaults.get("min_delta", 0.0),
         device=args.device,
         checkpoint_dir=args.checkpoint_dir,
         progress=not args.no_progress,

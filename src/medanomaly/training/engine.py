@@ -47,6 +47,9 @@ class TrainConfig:
         batch_size: Images per step.
         val_fraction: Fraction of the training images held out for validation / early stopping.
         patience: Epochs without improvement of the validation metric before stopping; None disables.
+        min_delta: Smallest relative change of the monitored metric that counts as an improvement (0.001: a loss
+            must fall below its best value by 0.1 % of it within ``patience`` epochs); smaller changes neither reset
+            the patience nor replace the best weights, so a loss that only creeps down still ends training.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
         checkpoint_dir: Where ``last.pt`` is written after each epoch; None = no checkpoints.
         resume: Continue from ``checkpoint_dir/last.pt`` when it exists.
@@ -59,6 +62,7 @@ class TrainConfig:
     batch_size: int = 32
     val_fraction: float = 0.1
     patience: int | None = 8
+    min_delta: float = 0.0
     device: str = "auto"
     checkpoint_dir: str | None = None
     resume: bool = True
@@ -187,7 +191,7 @@ class Trainer:
             comparable = val_set is not None or not out_of_time or best_state is None
             if out_of_time:
                 history.epochs[-1]["partial"] = True
-            if comparable and _improved(metric, history.best_metric, detector.monitor_mode):
+            if comparable and _improved(metric, history.best_metric, detector.monitor_mode, config.min_delta):
                 history.best_metric, history.best_epoch = metric, epoch
                 best_state = copy.deepcopy(detector.training_state())
             history.seconds = time.monotonic() - phase.started
@@ -212,7 +216,8 @@ class Trainer:
             history.converged = False
             return f"{BUDGET_STOP} ({self.config.max_minutes:g} min)"
         if config.patience is not None and epoch - history.best_epoch >= config.patience:
-            return f"no improvement of {history.monitor} for {config.patience} epochs"
+            by = f" by more than {config.min_delta:.2%}" if config.min_delta else ""
+            return f"no improvement of {history.monitor}{by} for {config.patience} epochs"
         return ""
 
     def _run_epoch(self, detector: TorchDetector, phase: _Phase, epoch: int, history: TrainingHistory) -> bool:
@@ -312,12 +317,14 @@ def training_status(history: TrainingHistory | dict[str, Any] | None) -> dict[st
     return {"converged": bool(record.get("converged", "time budget" not in reason)), "stopped_because": reason}
 
 
-def _improved(metric: float, best: float, mode: str) -> bool:
+def _improved(metric: float, best: float, mode: str, min_delta: float = 0.0) -> bool:
+    """Whether ``metric`` beats ``best`` by more than ``min_delta`` of ``|best|`` in the direction of ``mode``."""
     if math.isnan(metric):
         return False
     if math.isnan(best):
         return True
-    return metric < best if mode == "min" else metric > best
+    margin = min_delta * abs(best)
+    return metric < best - margin if mode == "min" else metric > best + margin
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

