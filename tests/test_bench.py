@@ -268,6 +268,19 @@ def test_summary_markdown_marks_supervised_rows_and_failures() -> None:
     assert "Test split: 5 normal / 4 abnormal studies." in text
 
 
+def test_summary_markdown_states_each_methods_own_schedule(bench_data: Path, tmp_path: Path) -> None:
+    from medanomaly.cli.bench import config_from
+    from medanomaly.cli.main import build_parser
+    from medanomaly.evaluation.bench_markdown import summary_markdown
+
+    argv = ["bench", "--data", str(bench_data), "--out", str(tmp_path), "--methods", "alocc,padim", "--seeds", "1"]
+    text = summary_markdown([], config_from(build_parser().parse_args(argv)), {})
+    assert "alocc at most 150 epochs, early stopping after 10 epochs without improvement by more than 0.1%" in text
+    assert "padim at most 50 epochs, early stopping after 8 epochs without improvement;" in text
+    same = summary_markdown([], config_from(build_parser().parse_args([*argv, "--epochs", "3", "--patience", "0"])), {})
+    assert "; at most 3 epochs; seed 0." in same  # one schedule for all: said once
+
+
 class _FakeCell:
     def __init__(self, method: str, dataset: str = "d") -> None:
         self.method = type("M", (), {"name": method})()

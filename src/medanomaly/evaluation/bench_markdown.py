@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from medanomaly.evaluation.benchmark import BenchConfig
+    from medanomaly.training import TrainConfig
 
 _HEADER = (
     "| Method | Res. | AUROC (mean ± sd) | 95 % CI | AUPRC | Acc. | Bal. acc. | Sens. | Spec. | F1 | Pseudo-AUC "
@@ -39,10 +40,8 @@ def summary_table(entries: list[dict[str, Any]]) -> list[str]:
 
 
 def _protocol(config: BenchConfig) -> list[str]:
-    pre, train = config.preprocessing, config.train
-    limits = f"at most {train.max_epochs} epochs"
-    if train.max_minutes:
-        limits += f" and {train.max_minutes:g} min of training per cell"
+    pre = config.preprocessing
+    limits = _schedules(config)
     tiny = " **Tiny smoke-run settings (`--tiny`): not comparable to published numbers.**" if config.tiny else ""
     return [
         "Protocol: one-class methods train on the train split's normal images only; methods that learn from a "
@@ -54,6 +53,26 @@ def _protocol(config: BenchConfig) -> list[str]:
         f"Input side: the Res. column; {pre.channels} channel(s), normalisation `{pre.normalize}`; "
         f"{limits}; {'seed 0' if config.seeds == 1 else f'seeds 0–{config.seeds - 1}'}.{tiny}",
     ]
+
+
+def _schedules(config: BenchConfig) -> str:
+    """Each method's training schedule in words (one phrase when all methods share it)."""
+    from medanomaly.evaluation.benchmark import method_schedule  # deferred: benchmark imports this module
+
+    texts = {spec.name: _schedule_text(method_schedule(config, spec)) for spec in config.methods}
+    if len(set(texts.values())) <= 1:
+        return next(iter(texts.values()), _schedule_text(config.train))
+    return "training schedules: " + "; ".join(f"{name} {text}" for name, text in texts.items())
+
+
+def _schedule_text(train: TrainConfig) -> str:
+    text = f"at most {train.max_steps} steps" if train.max_steps else f"at most {train.max_epochs} epochs"
+    if train.patience:
+        by = f" by more than {train.min_delta:.1%}" if train.min_delta else ""
+        text += f", early stopping after {train.patience} epochs without improvement{by}"
+    if train.max_minutes:
+        text += f" and {train.max_minutes:g} min of training per cell"
+    return text
 
 
 def _rule(config: BenchConfig) -> str:

@@ -162,11 +162,16 @@ def _check_test_split(index: DatasetIndex) -> None:
         raise ValueError(msg)
 
 
+def method_schedule(config: BenchConfig, method: MethodSpec) -> TrainConfig:
+    """The training settings ``method``'s cells use: the run's, then tiny ones, explicit ones and the method's own."""
+    tiny_train = detector_class(method.method).tiny_train if config.tiny else {}
+    return replace(config.train, **{**tiny_train, **config.train_overrides, **method.train})
+
+
 def _method_spec(config: BenchConfig, method: MethodSpec, seed: int, directory: Path) -> dict[str, Any]:
     cls = detector_class(method.method)
     params = {**(cls.tiny_params if config.tiny else {}), **method.params}
-    tiny_train = cls.tiny_train if config.tiny else {}
-    train = replace(config.train, **{**tiny_train, **config.train_overrides, **method.train})
+    train = method_schedule(config, method)
     train = replace(train, checkpoint_dir=str(directory / "checkpoint"), resume=True, progress=False)
     preprocessing = Preprocessing.from_dict({**config.preprocessing.to_dict(), **method.preprocessing})
     return {
