@@ -51,7 +51,7 @@ def _peak_rss_mb() -> float:
 
 
 def _budget(minutes: float) -> None:
-    def stop(signum: int, frame: Any) -> None:  # noqa: ARG001
+    def stop(signum: int, frame: Any) -> None:
         msg = f"over the --max-minutes budget of {minutes} min"
         raise TimeoutError(msg)
 
