@@ -7,8 +7,10 @@ import torch
 
 from medanomaly.data.synthetic import make_phantom_set
 from medanomaly.detectors.alocc import Alocc, AloccNet
+from medanomaly.detectors.alocc.detector import equilibrium_warning
 from medanomaly.detectors.alocc.network import alocc_losses, alocc_score, discriminator_loss
 from medanomaly.training import StepContext, TrainConfig, Trainer
+from medanomaly.types import Prediction
 
 PARAMS = {"width": 8, "latent_dim": 8, "learning_rate": 1e-3}
 
@@ -98,3 +100,17 @@ def test_resume_restores_both_optimisers_and_matches_an_uninterrupted_run(images
 def test_bad_hyper_parameters_fail_clearly(images: torch.Tensor, params: dict) -> None:
     with pytest.raises(ValueError, match="alocc: need"):
         Alocc(**PARAMS, **params).fit(images, trainer=_trainer())
+
+
+def test_equilibrium_warning_only_when_every_normal_scores_near_one_half() -> None:
+    settled = 0.5 + 0.01 * torch.randn(200, generator=torch.Generator().manual_seed(0))
+    assert "GAN equilibrium" in equilibrium_warning(settled)
+    assert equilibrium_warning(torch.linspace(0.1, 0.9, 200)) is None  # D still tells images apart
+    assert equilibrium_warning(torch.full((200,), 0.02)) is None  # confident "real" for every normal: not settled
+
+
+def test_fit_warns_when_the_discriminator_settled(images, monkeypatch) -> None:
+    half = lambda self, batch: Prediction(scores=torch.full((len(batch),), 0.5), anomaly_maps=batch[:, 0])  # noqa: E731
+    monkeypatch.setattr(Alocc, "_score_batch", half)
+    detector = Alocc(**PARAMS).fit(images, trainer=_trainer(max_epochs=1))
+    assert len(detector.warnings_) == 1 and "near chance" in detector.warnings_[0]

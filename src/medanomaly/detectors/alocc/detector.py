@@ -11,6 +11,7 @@ reconstruction error on clean held-out normals (label-free, and comparable acros
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import torch
@@ -23,7 +24,10 @@ from medanomaly.registry import register
 from medanomaly.training.context import StepContext
 from medanomaly.types import Prediction
 
+logger = logging.getLogger(__name__)
 _LOSSES = ("l1", "l2")
+#: Normals scored after training to see whether D still tells images apart.
+_CHECK_IMAGES = 256
 
 
 @register("alocc")
@@ -64,6 +68,16 @@ class Alocc(AveragedGan):
         random_state: int | None = 0,
     ) -> None:
         self._store_params(locals())
+
+    def fit(self, normal: Tensor, **kwargs: Any) -> Alocc:
+        """Train (see :meth:`TorchDetector.fit`); ``warnings_`` then says if D ended at the GAN equilibrium."""
+        super().fit(normal, **kwargs)
+        with torch.no_grad():
+            scores = torch.cat([self._score_batch(batch).scores.cpu() for batch in normal[:_CHECK_IMAGES].split(64)])
+        self.warnings_ = [text] if (text := equilibrium_warning(scores)) else []
+        for text in self.warnings_:
+            logger.warning(text)
+        return self
 
     def _check_hyperparameters(self) -> None:
         valid = self.reconstruction_loss in _LOSSES and self.discriminator_norm in NORMS
@@ -115,3 +129,18 @@ class Alocc(AveragedGan):
         network, images = self.averaged(images)
         scores, refined = alocc_score(network, images)
         return Prediction(scores=scores, anomaly_maps=residual_map(images, refined), extras={"refined": refined})
+
+
+def equilibrium_warning(scores: Tensor) -> str | None:
+    """A warning when the scores 1 - D(R(x)) of normals all sit near 1/2 (D at the GAN equilibrium), else None.
+
+    D then outputs about 1/2 for every input, normal or not, and the score ranks images by noise.
+    """
+    low, median, high = torch.quantile(scores.double(), torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64))
+    if high - low >= 0.1 or not 0.35 < median < 0.65:
+        return None
+    return (
+        f"alocc: the discriminator ended at the GAN equilibrium: on {len(scores)} training normals it outputs "
+        f"{1 - high:.2f}-{1 - low:.2f} (5th-95th percentile), about 1/2 for every image, so the score 1 - D(R(x)) "
+        "carries little information and detection will be near chance (docs/methods/alocc.md)"
+    )
