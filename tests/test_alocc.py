@@ -9,7 +9,9 @@ from medanomaly.data.synthetic import make_phantom_set
 from medanomaly.detectors.alocc import Alocc, AloccNet
 from medanomaly.detectors.alocc.detector import equilibrium_warning
 from medanomaly.detectors.alocc.network import alocc_losses, alocc_score, discriminator_loss
+from medanomaly.model import Model
 from medanomaly.training import StepContext, TrainConfig, Trainer
+from medanomaly.transforms import Preprocessing
 from medanomaly.types import Prediction
 
 PARAMS = {"width": 8, "latent_dim": 8, "learning_rate": 1e-3}
@@ -109,8 +111,10 @@ def test_equilibrium_warning_only_when_every_normal_scores_near_one_half() -> No
     assert equilibrium_warning(torch.full((200,), 0.02)) is None  # confident "real" for every normal: not settled
 
 
-def test_fit_warns_when_the_discriminator_settled(images, monkeypatch) -> None:
+def test_fit_warns_when_the_discriminator_settled(images, monkeypatch, tmp_path) -> None:
     half = lambda self, batch: Prediction(scores=torch.full((len(batch),), 0.5), anomaly_maps=batch[:, 0])  # noqa: E731
     monkeypatch.setattr(Alocc, "_score_batch", half)
     detector = Alocc(**PARAMS).fit(images, trainer=_trainer(max_epochs=1))
     assert len(detector.warnings_) == 1 and "near chance" in detector.warnings_[0]
+    Model(detector, Preprocessing(resolution=32)).save(tmp_path / "alocc")
+    assert Model.load(tmp_path / "alocc", device="cpu").detector.warnings_ == detector.warnings_  # kept with it

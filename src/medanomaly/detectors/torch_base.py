@@ -151,17 +151,19 @@ class TorchDetector(BaseDetector):
         return self.modules()
 
     def fitted_config(self) -> dict[str, Any]:
-        """Input shape plus the training history."""
+        """Input shape plus the training history and the fit's ``warnings_`` (what training found wrong)."""
         config = super().fitted_config()
         history = getattr(self, "history_", None)
         if history is not None:
             config["history"] = history.to_dict() if hasattr(history, "to_dict") else history
+        config["warnings"] = list(getattr(self, "warnings_", []))
         return config
 
     def restore(self, fitted: dict[str, Any], state: dict[str, Tensor]) -> Self:
-        """Rebuild, load weights and keep the saved history."""
+        """Rebuild, load weights and keep the saved history and warnings."""
         super().restore(fitted, state)
         self.history_ = fitted.get("history")
+        self.warnings_ = list(fitted.get("warnings", []))
         return self
 
 

@@ -234,10 +234,9 @@ class CnnClassifier(TorchDetector):
         return Prediction(scores=probabilities[:, 1], anomaly_maps=maps, extras={"probabilities": probabilities})
 
     def fitted_config(self) -> dict[str, Any]:
-        """Input shape, history, the validation check and its warnings."""
+        """Input shape, history, warnings and the validation check."""
         config = super().fitted_config()
         config["validation"] = getattr(self, "validation_", None)
-        config["warnings"] = list(getattr(self, "warnings_", []))
         return config
 
     def restore(self, fitted: dict[str, Any], state: dict[str, Tensor]) -> CnnClassifier:
@@ -245,7 +244,6 @@ class CnnClassifier(TorchDetector):
         super().restore(fitted, state)
         self.class_weights_ = torch.ones(2)
         self.validation_ = fitted.get("validation")
-        self.warnings_ = list(fitted.get("warnings", []))
         return self
 
 
